@@ -1,0 +1,204 @@
+//! Session lifetime and data: creating sessions, expiry, and validating and (de)serializing session data.
+
+use std::collections::BTreeMap;
+
+use crate::bindings::exports::wasm_sessions::store::store::{Session, StoreError};
+use crate::config::MAX_AGE_LIMIT;
+
+/// The largest serialized session data accepted, in bytes (1 MiB).
+pub const MAX_DATA_BYTES: usize = 1_048_576;
+
+/// Microseconds in one second.
+pub const MICROS_PER_SECOND: i64 = 1_000_000;
+
+/// Session data keyed and sorted by key.
+pub type Data = BTreeMap<String, String>;
+
+/// Creates an unsaved session with token `id`, created at `now` and expiring `max_age` seconds later.
+/// `max_age` must be in `1..=34_560_000`, else `invalid-data`.
+pub fn new_session(id: String, max_age: i64, now: i64) -> Result<Session, StoreError> {
+    check_max_age(max_age)?;
+    Ok(Session {
+        id,
+        data: Vec::new(),
+        user_id: None,
+        created_at: now,
+        expires_at: now.saturating_add(max_age.saturating_mul(MICROS_PER_SECOND)),
+        updated_at: now,
+        is_saved: false,
+    })
+}
+
+/// Checks a session lifetime in seconds: `1..=34_560_000`, else `invalid-data`.
+pub fn check_max_age(max_age: i64) -> Result<(), StoreError> {
+    if (1..=MAX_AGE_LIMIT).contains(&max_age) {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidData(format!(
+            "max-age must be between 1 and {MAX_AGE_LIMIT} seconds, got {max_age}"
+        )))
+    }
+}
+
+/// Whether a session expiring at `expires_at` has expired at `now` (`now >= expires_at`).
+pub fn is_expired(expires_at: i64, now: i64) -> bool {
+    now >= expires_at
+}
+
+/// Collects the incoming pairs into sorted data; for a repeated key the last value wins.
+pub fn to_map(pairs: &[(String, String)]) -> Data {
+    pairs.iter().cloned().collect()
+}
+
+/// Sorted data back as WIT pairs.
+pub fn to_pairs(data: Data) -> Vec<(String, String)> {
+    data.into_iter().collect()
+}
+
+/// Validates data for storage and returns its JSON object text.
+///
+/// Keys and values must not contain NUL (PostgreSQL JSONB cannot store it) and the JSON must be at most
+/// 1 MiB. Messages never include the offending key or value.
+pub fn encode(data: &Data) -> Result<String, StoreError> {
+    for (key, value) in data {
+        if key.contains('\0') {
+            return Err(StoreError::InvalidData(
+                "a session data key contains a NUL character; PostgreSQL JSONB cannot store NUL characters"
+                    .to_string(),
+            ));
+        }
+        if value.contains('\0') {
+            return Err(StoreError::InvalidData(
+                "a session data value contains a NUL character; PostgreSQL JSONB cannot store NUL characters"
+                    .to_string(),
+            ));
+        }
+    }
+    let json = serde_json::to_string(data)
+        .map_err(|e| StoreError::InvalidData(format!("session data cannot be serialized: {e}")))?;
+    if json.len() > MAX_DATA_BYTES {
+        return Err(StoreError::InvalidData(format!(
+            "session data serializes to {} bytes of JSON; the limit is {MAX_DATA_BYTES}",
+            json.len()
+        )));
+    }
+    Ok(json)
+}
+
+/// Decodes stored data: a JSON object whose values are all strings, else `unexpected-result`.
+pub fn decode(json: &str) -> Result<Data, StoreError> {
+    serde_json::from_str::<Data>(json).map_err(|e| {
+        StoreError::UnexpectedResult(format!("session data is not a JSON object of strings: {e}"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn new_session_fields() {
+        let s = new_session("t".to_string(), 60, 1_000).unwrap();
+        assert_eq!(s.id, "t");
+        assert!(s.data.is_empty());
+        assert_eq!(s.user_id, None);
+        assert_eq!(s.created_at, 1_000);
+        assert_eq!(s.updated_at, 1_000);
+        assert_eq!(s.expires_at, 1_000 + 60 * MICROS_PER_SECOND);
+        assert!(!s.is_saved);
+    }
+
+    #[test]
+    fn new_session_max_age_bounds() {
+        for bad in [0, -5, MAX_AGE_LIMIT + 1, i64::MIN, i64::MAX] {
+            assert!(matches!(
+                new_session(String::new(), bad, 0),
+                Err(StoreError::InvalidData(_))
+            ));
+        }
+        let s = new_session(String::new(), MAX_AGE_LIMIT, i64::MAX - 1).unwrap();
+        assert_eq!(s.expires_at, i64::MAX);
+    }
+
+    #[test]
+    fn expiry_is_inclusive() {
+        assert!(is_expired(10, 10));
+        assert!(is_expired(10, 11));
+        assert!(!is_expired(10, 9));
+    }
+
+    #[test]
+    fn last_duplicate_wins_and_sorted() {
+        let map = to_map(&pairs(&[("b", "1"), ("a", "2"), ("b", "3")]));
+        assert_eq!(to_pairs(map), pairs(&[("a", "2"), ("b", "3")]));
+    }
+
+    #[test]
+    fn encode_round_trips() {
+        let map = to_map(&pairs(&[("", "empty key"), ("k", "v\"\\\n"), ("ü", "✓")]));
+        let json = encode(&map).unwrap();
+        assert!(json.starts_with('{'));
+        assert_eq!(decode(&json).unwrap(), map);
+        assert_eq!(encode(&Data::new()).unwrap(), "{}");
+    }
+
+    #[test]
+    fn nul_rejected_without_echo() {
+        let secret = "s3cret\0";
+        let err = encode(&to_map(&pairs(&[("k", secret)]))).unwrap_err();
+        match err {
+            StoreError::InvalidData(m) => {
+                assert!(m.contains("value") && m.contains("NUL"), "{m}");
+                assert!(!m.contains("s3cret"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match encode(&to_map(&pairs(&[("a\0b", "v")]))).unwrap_err() {
+            StoreError::InvalidData(m) => assert!(m.contains("key"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn size_limit() {
+        // {"k":"..."} is 8 bytes of framing.
+        let fits = "x".repeat(MAX_DATA_BYTES - 8);
+        assert!(encode(&to_map(&pairs(&[("k", &fits)]))).is_ok());
+        let over = "x".repeat(MAX_DATA_BYTES - 7);
+        match encode(&to_map(&pairs(&[("k", &over)]))).unwrap_err() {
+            StoreError::InvalidData(m) => {
+                assert!(m.contains("1048577") && m.contains("1048576"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn decode_rejects_non_string_objects() {
+        for bad in [
+            "",
+            "[]",
+            "null",
+            "\"x\"",
+            "{\"a\":1}",
+            "{\"a\":null}",
+            "{\"a\":{}}",
+            "{",
+            "{} x",
+        ] {
+            assert!(
+                matches!(decode(bad), Err(StoreError::UnexpectedResult(_))),
+                "{bad}"
+            );
+        }
+        let m = decode("{\"a\":\"1\",\"a\":\"2\"}").unwrap();
+        assert_eq!(m.get("a").map(String::as_str), Some("2"));
+    }
+}

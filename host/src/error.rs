@@ -1,0 +1,64 @@
+//! The errors of the host library.
+
+use crate::driver::SqlError;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The token or handle is malformed; no SQL was sent.
+    #[error("invalid session id: {0}")]
+    InvalidId(String),
+    /// No session has that token.
+    #[error("session not found")]
+    NotFound,
+    /// The session has expired; its data is not returned.
+    #[error("session expired")]
+    Expired,
+    /// The configuration breaks a rule a browser or the store enforces.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// The session data or an argument cannot be stored.
+    #[error("invalid session data: {0}")]
+    InvalidData(String),
+    /// The database failed.
+    #[error("database error")]
+    Database(#[source] SqlError),
+    /// The database answered with something the guest did not expect.
+    #[error("unexpected database result: {0}")]
+    UnexpectedResult(String),
+    /// The guest could not be instantiated, trapped, or returned a value the host cannot represent. The
+    /// host keeps serving other calls.
+    #[error("the session component failed")]
+    Guest(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+impl StoreError {
+    pub(crate) fn guest(error: wasmtime::Error) -> Self {
+        StoreError::Guest(error.into_boxed_dyn_error())
+    }
+}
+
+/// Why a [`SessionStore`](crate::SessionStore) could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The wasmtime engine could not be configured.
+    #[error("could not configure the WebAssembly engine")]
+    Engine(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// The component is not valid or does not match the `session-store` world.
+    #[error("could not load the session component")]
+    Component(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// The configuration was rejected by the guest.
+    #[error("invalid configuration")]
+    Config(#[source] StoreError),
+}
+
+impl BuildError {
+    pub(crate) fn engine(error: wasmtime::Error) -> Self {
+        BuildError::Engine(error.into_boxed_dyn_error())
+    }
+    pub(crate) fn component(error: wasmtime::Error) -> Self {
+        BuildError::Component(error.into_boxed_dyn_error())
+    }
+}

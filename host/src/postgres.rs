@@ -1,0 +1,387 @@
+//! [`PostgresDriver`]: the production [`SqlDriver`] on a pooled tokio-postgres connection.
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use postgres_types::{FromSql, IsNull, ToSql, Type};
+use tokio_postgres::{NoTls, Row};
+
+use crate::driver::{QueryFuture, RowSet, SqlDriver, SqlError, SqlValue};
+
+/// Microseconds between 1970-01-01 (the WIT epoch) and 2000-01-01 (PostgreSQL's).
+const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
+
+/// Settings for [`PostgresDriver`].
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// The most connections the pool opens.
+    pub pool_size: usize,
+    /// How long opening a connection may take.
+    pub connect_timeout: Duration,
+    /// How long a call may wait for a free connection.
+    pub wait_timeout: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(5),
+            wait_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a [`PostgresDriver`] could not be created or the schema not migrated.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PostgresError {
+    /// The connection string could not be parsed.
+    #[error("invalid database URL")]
+    InvalidUrl(#[source] tokio_postgres::Error),
+    /// The pool could not be built.
+    #[error("could not build the connection pool")]
+    Pool(#[source] deadpool_postgres::BuildError),
+    /// No connection could be had.
+    #[error("could not connect to PostgreSQL")]
+    Connect(#[source] PoolError),
+    /// Applying the migrations failed.
+    #[error("applying the schema migrations failed")]
+    Migrate(#[source] refinery::Error),
+}
+
+/// A pooled PostgreSQL connection with a per-connection prepared-statement cache.
+#[derive(Clone)]
+pub struct PostgresDriver {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PostgresDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresDriver").field("status", &self.pool.status()).finish()
+    }
+}
+
+mod embedded {
+    refinery::embed_migrations!("../migrations");
+}
+
+impl PostgresDriver {
+    /// Connects lazily to the database at `url` (a `postgres://` URL or `key=value` string).
+    ///
+    /// # Errors
+    /// [`PostgresError::InvalidUrl`] or [`PostgresError::Pool`]; no connection is opened yet.
+    pub fn connect(url: &str, options: &PostgresOptions) -> Result<Self, PostgresError> {
+        let config: tokio_postgres::Config = url.parse().map_err(PostgresError::InvalidUrl)?;
+        Self::from_config(config, options)
+    }
+
+    /// Builds the pool from a parsed configuration.
+    ///
+    /// # Errors
+    /// [`PostgresError::Pool`] when the pool cannot be built.
+    pub fn from_config(
+        mut config: tokio_postgres::Config,
+        options: &PostgresOptions,
+    ) -> Result<Self, PostgresError> {
+        config.connect_timeout(options.connect_timeout);
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.wait_timeout))
+            .create_timeout(Some(options.connect_timeout))
+            .build()
+            .map_err(PostgresError::Pool)?;
+        Ok(Self { pool })
+    }
+
+    /// Applies the schema in `migrations/` (idempotent; the same code path for the binary and the tests).
+    ///
+    /// # Errors
+    /// [`PostgresError::Connect`] or [`PostgresError::Migrate`].
+    pub async fn migrate(&self) -> Result<(), PostgresError> {
+        let mut client = self.pool.get().await.map_err(PostgresError::Connect)?;
+        let client: &mut tokio_postgres::Client = &mut client;
+        embedded::migrations::runner()
+            .run_async(client)
+            .await
+            .map_err(PostgresError::Migrate)?;
+        Ok(())
+    }
+
+    async fn run(&self, statement: &str, params: &[SqlValue]) -> Result<RowSet, SqlError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let prepared = client.prepare_cached(statement).await.map_err(query_error)?;
+        let types = prepared.params();
+        if types.len() != params.len() {
+            return Err(SqlError::BadParameter(format!(
+                "the statement takes {} parameters, {} were given",
+                types.len(),
+                params.len()
+            )));
+        }
+        let mut encoded = Vec::with_capacity(params.len());
+        for (index, (value, ty)) in params.iter().zip(types).enumerate() {
+            check_param(value, ty).map_err(|why| {
+                SqlError::BadParameter(format!("parameter ${}: {why}", index + 1))
+            })?;
+            encoded.push(PgParam(value));
+        }
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            encoded.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        if prepared.columns().is_empty() {
+            let rows_affected = client.execute(&prepared, &refs).await.map_err(query_error)?;
+            return Ok(RowSet {
+                rows_affected,
+                ..RowSet::default()
+            });
+        }
+        let rows = client.query(&prepared, &refs).await.map_err(query_error)?;
+        let columns = prepared
+            .columns()
+            .iter()
+            .map(|c| c.name().to_owned())
+            .collect();
+        let rows = rows.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?;
+        Ok(RowSet {
+            columns,
+            rows_affected: rows.len() as u64,
+            rows,
+        })
+    }
+}
+
+impl SqlDriver for PostgresDriver {
+    fn query<'a>(&'a self, statement: &'a str, params: &'a [SqlValue]) -> QueryFuture<'a> {
+        Box::pin(self.run(statement, params))
+    }
+}
+
+fn pool_error(error: PoolError) -> SqlError {
+    match error {
+        PoolError::Backend(e) => query_error(e),
+        other => SqlError::ConnectionFailed(other.to_string()),
+    }
+}
+
+/// Sorts a tokio-postgres error into the guest-visible classes.
+fn query_error(error: tokio_postgres::Error) -> SqlError {
+    if let Some(db) = error.as_db_error() {
+        let code = db.code().code();
+        return if code.starts_with("23") {
+            SqlError::ConstraintViolation {
+                sqlstate: code.to_owned(),
+                message: db.message().to_owned(),
+            }
+        } else if code.starts_with("08") || code.starts_with("57P") {
+            SqlError::ConnectionFailed(format!("{code}: {}", db.message()))
+        } else if code.starts_with("22") || code == "42P18" || code == "42804" {
+            SqlError::BadParameter(format!("{code}: {}", db.message()))
+        } else {
+            SqlError::QueryFailed(format!("{code}: {}", db.message()))
+        };
+    }
+    if let Some(source) = error.source() {
+        if let Some(mismatch) = source.downcast_ref::<ParamMismatch>() {
+            return SqlError::BadParameter(mismatch.0.clone());
+        }
+        if source.downcast_ref::<std::io::Error>().is_some() {
+            return SqlError::ConnectionFailed(error.to_string());
+        }
+    }
+    if error.is_closed() {
+        return SqlError::ConnectionFailed(error.to_string());
+    }
+    SqlError::QueryFailed(error.to_string())
+}
+
+/// A parameter whose value does not fit the type the statement declares.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct ParamMismatch(String);
+
+fn check_param(value: &SqlValue, ty: &Type) -> Result<(), String> {
+    let fits = match value {
+        SqlValue::Null => true,
+        SqlValue::Boolean(_) => *ty == Type::BOOL,
+        SqlValue::Int64(v) => match *ty {
+            Type::INT8 => true,
+            Type::INT4 => i32::try_from(*v).is_ok(),
+            Type::INT2 => i16::try_from(*v).is_ok(),
+            _ => false,
+        },
+        SqlValue::Float64(_) => matches!(*ty, Type::FLOAT8 | Type::FLOAT4),
+        SqlValue::Text(_) => <&str as ToSql>::accepts(ty),
+        SqlValue::Json(_) => matches!(*ty, Type::JSON | Type::JSONB),
+        SqlValue::Timestamp(_) => matches!(*ty, Type::TIMESTAMPTZ | Type::TIMESTAMP),
+        SqlValue::Bytes(_) => *ty == Type::BYTEA,
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(format!(
+            "a {} value does not fit the type {ty}",
+            kind_name(value)
+        ))
+    }
+}
+
+fn kind_name(value: &SqlValue) -> &'static str {
+    match value {
+        SqlValue::Null => "null",
+        SqlValue::Boolean(_) => "boolean",
+        SqlValue::Int64(_) => "int64",
+        SqlValue::Float64(_) => "float64",
+        SqlValue::Text(_) => "text",
+        SqlValue::Json(_) => "json",
+        SqlValue::Timestamp(_) => "timestamp",
+        SqlValue::Bytes(_) => "bytes",
+    }
+}
+
+/// A [`SqlValue`] encoded as the type the server declared for its parameter.
+#[derive(Debug)]
+struct PgParam<'a>(&'a SqlValue);
+
+impl ToSql for PgParam<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match (self.0, ty) {
+            (SqlValue::Null, _) => return Ok(IsNull::Yes),
+            (SqlValue::Boolean(v), _) => v.to_sql(ty, out)?,
+            (SqlValue::Int64(v), &Type::INT2) => i16::try_from(*v)?.to_sql(ty, out)?,
+            (SqlValue::Int64(v), &Type::INT4) => i32::try_from(*v)?.to_sql(ty, out)?,
+            (SqlValue::Int64(v), _) => v.to_sql(ty, out)?,
+            // Narrowing to `real` is the caller's choice of column type.
+            #[allow(clippy::cast_possible_truncation)]
+            (SqlValue::Float64(v), &Type::FLOAT4) => (*v as f32).to_sql(ty, out)?,
+            (SqlValue::Float64(v), _) => v.to_sql(ty, out)?,
+            (SqlValue::Text(v), _) => v.as_str().to_sql(ty, out)?,
+            (SqlValue::Json(v), &Type::JSONB) => {
+                out.put_u8(1);
+                out.put_slice(v.as_bytes());
+                IsNull::No
+            }
+            (SqlValue::Json(v), _) => {
+                out.put_slice(v.as_bytes());
+                IsNull::No
+            }
+            (SqlValue::Timestamp(v), _) => {
+                out.put_i64(v.saturating_sub(PG_EPOCH_OFFSET_MICROS));
+                IsNull::No
+            }
+            (SqlValue::Bytes(v), _) => v.as_slice().to_sql(ty, out)?,
+        };
+        Ok(IsNull::No)
+    }
+
+    fn accepts(_: &Type) -> bool {
+        // Checked per value in `check_param`, which knows the variant.
+        true
+    }
+
+    fn to_sql_checked(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        check_param(self.0, ty).map_err(|why| Box::new(ParamMismatch(why)))?;
+        self.to_sql(ty, out)
+    }
+}
+
+/// A `json`/`jsonb` column read as its text.
+struct JsonText(String);
+
+impl<'a> FromSql<'a> for JsonText {
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let text = if *ty == Type::JSONB {
+            match raw.split_first() {
+                Some((1, rest)) => rest,
+                _ => return Err("unsupported jsonb version".into()),
+            }
+        } else {
+            raw
+        };
+        Ok(JsonText(std::str::from_utf8(text)?.to_owned()))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(*ty, Type::JSON | Type::JSONB)
+    }
+}
+
+/// A `timestamp`/`timestamptz` column read as microseconds since 1970.
+struct Micros(i64);
+
+impl<'a> FromSql<'a> for Micros {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let pg = i64::from_be_bytes(raw.try_into()?);
+        Ok(Micros(pg.saturating_add(PG_EPOCH_OFFSET_MICROS)))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(*ty, Type::TIMESTAMPTZ | Type::TIMESTAMP)
+    }
+}
+
+fn decode_row(row: &Row) -> Result<Vec<SqlValue>, SqlError> {
+    (0..row.len()).map(|i| decode_value(row, i)).collect()
+}
+
+fn decode_value(row: &Row, index: usize) -> Result<SqlValue, SqlError> {
+    let column = &row.columns()[index];
+    let failed = |e: tokio_postgres::Error| {
+        SqlError::QueryFailed(format!("column {}: {e}", column.name()))
+    };
+    fn or_null<T>(value: Option<T>, f: impl FnOnce(T) -> SqlValue) -> SqlValue {
+        value.map_or(SqlValue::Null, f)
+    }
+    let value = match *column.type_() {
+        Type::BOOL => or_null(row.try_get(index).map_err(failed)?, SqlValue::Boolean),
+        Type::INT2 => or_null(row.try_get::<_, Option<i16>>(index).map_err(failed)?, |v| {
+            SqlValue::Int64(v.into())
+        }),
+        Type::INT4 => or_null(row.try_get::<_, Option<i32>>(index).map_err(failed)?, |v| {
+            SqlValue::Int64(v.into())
+        }),
+        Type::INT8 => or_null(row.try_get(index).map_err(failed)?, SqlValue::Int64),
+        Type::FLOAT4 => or_null(row.try_get::<_, Option<f32>>(index).map_err(failed)?, |v| {
+            SqlValue::Float64(v.into())
+        }),
+        Type::FLOAT8 => or_null(row.try_get(index).map_err(failed)?, SqlValue::Float64),
+        Type::JSON | Type::JSONB => {
+            or_null(row.try_get::<_, Option<JsonText>>(index).map_err(failed)?, |v| {
+                SqlValue::Json(v.0)
+            })
+        }
+        Type::TIMESTAMPTZ | Type::TIMESTAMP => {
+            or_null(row.try_get::<_, Option<Micros>>(index).map_err(failed)?, |v| {
+                SqlValue::Timestamp(v.0)
+            })
+        }
+        Type::BYTEA => or_null(row.try_get(index).map_err(failed)?, SqlValue::Bytes),
+        ref ty if <&str as FromSql>::accepts(ty) => {
+            or_null(row.try_get(index).map_err(failed)?, SqlValue::Text)
+        }
+        ref ty => {
+            return Err(SqlError::QueryFailed(format!(
+                "column {} has type {ty}, which the sql interface cannot carry",
+                column.name()
+            )));
+        }
+    };
+    Ok(value)
+}

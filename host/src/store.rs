@@ -1,0 +1,387 @@
+//! [`SessionStore`]: build the engine and component once, then serve many calls concurrently, each on a
+//! fresh, isolated guest instance.
+
+use std::sync::Arc;
+
+use tracing::Instrument as _;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+
+use crate::bindings::{SessionStore as GuestWorld, SessionStorePre};
+use crate::convert::{
+    config_from_wit, config_to_wit, session_from_wit, session_to_wit, store_error_from_wit,
+    user_session_from_wit,
+};
+use crate::driver::SqlDriver;
+use crate::entropy::{EntropySource, OsEntropy};
+use crate::error::{BuildError, StoreError};
+use crate::host::HostState;
+use crate::session::{Config, Session, UserSession};
+
+/// The session component built into this library (the `guest/` crate compiled for `wasm32-wasip2`).
+pub const BUNDLED_COMPONENT: &[u8] = include_bytes!(env!("WASM_SESSIONS_GUEST_COMPONENT"));
+
+/// The largest linear memory a guest instance may grow to.
+pub const GUEST_MEMORY_LIMIT: usize = 64 << 20;
+
+type ConfigEdit = Box<dyn FnOnce(&mut Config) + Send>;
+
+/// Builds a [`SessionStore`]; see [`SessionStore::builder`].
+pub struct SessionStoreBuilder {
+    driver: Arc<dyn SqlDriver>,
+    entropy: Arc<dyn EntropySource>,
+    component: Option<Vec<u8>>,
+    config: Option<Config>,
+    edits: Vec<ConfigEdit>,
+    max_instances: u32,
+}
+
+impl SessionStoreBuilder {
+    /// Replaces the entropy source (the default is the OS CSPRNG, [`OsEntropy`]).
+    #[must_use]
+    pub fn entropy(mut self, entropy: impl EntropySource) -> Self {
+        self.entropy = Arc::new(entropy);
+        self
+    }
+
+    /// Runs another build of the session component (binary or text form) instead of the bundled one.
+    #[must_use]
+    pub fn component(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.component = Some(bytes.into());
+        self
+    }
+
+    /// Uses `config` instead of the guest's defaults.
+    #[must_use]
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// Edits the configuration (applied after [`config`](Self::config) or to the guest's defaults).
+    #[must_use]
+    pub fn configure(mut self, edit: impl FnOnce(&mut Config) + Send + 'static) -> Self {
+        self.edits.push(Box::new(edit));
+        self
+    }
+
+    /// The most guest instances alive at once (concurrent calls); default 1000.
+    #[must_use]
+    pub fn max_concurrent_calls(mut self, max: u32) -> Self {
+        self.max_instances = max.max(1);
+        self
+    }
+
+    /// Compiles the component, links the imports, and checks the configuration with the guest.
+    ///
+    /// # Errors
+    /// [`BuildError::Engine`], [`BuildError::Component`] (not a valid `session-store` component), or
+    /// [`BuildError::Config`] naming the configuration rule that failed.
+    pub async fn build(self) -> Result<SessionStore, BuildError> {
+        let engine = engine(self.max_instances).map_err(BuildError::engine)?;
+        let bytes = self.component.as_deref().unwrap_or(BUNDLED_COMPONENT);
+        let component = Component::new(&engine, bytes).map_err(BuildError::component)?;
+        let mut linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(BuildError::component)?;
+        GuestWorld::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
+            .map_err(BuildError::component)?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .and_then(SessionStorePre::new)
+            .map_err(BuildError::component)?;
+        let mut store = SessionStore {
+            inner: Arc::new(Inner {
+                engine,
+                pre,
+                driver: self.driver,
+                entropy: self.entropy,
+                config: None,
+            }),
+        };
+        let mut config = match self.config {
+            Some(config) => config,
+            None => store.default_config().await.map_err(BuildError::Config)?,
+        };
+        for edit in self.edits {
+            edit(&mut config);
+        }
+        store
+            .validate_config(&config)
+            .await
+            .map_err(BuildError::Config)?;
+        Arc::get_mut(&mut store.inner)
+            .expect("the store is not shared before build returns")
+            .config = Some(config);
+        Ok(store)
+    }
+}
+
+fn engine(max_instances: u32) -> wasmtime::Result<Engine> {
+    let mut pooling = PoolingAllocationConfig::default();
+    pooling
+        .total_component_instances(max_instances)
+        .total_core_instances(max_instances.saturating_mul(4))
+        .total_memories(max_instances.saturating_mul(2))
+        .total_tables(max_instances.saturating_mul(4))
+        .max_memory_size(GUEST_MEMORY_LIMIT);
+    let mut config = wasmtime::Config::new();
+    config
+        .wasm_component_model(true)
+        // The guest uses no component-model async; leaving it off makes every call cheaper.
+        .concurrency_support(false)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+    Engine::new(&config)
+}
+
+struct Inner {
+    engine: Engine,
+    pre: SessionStorePre<HostState>,
+    driver: Arc<dyn SqlDriver>,
+    entropy: Arc<dyn EntropySource>,
+    /// Set once by the builder; `None` only while the builder asks the guest for its defaults.
+    config: Option<Config>,
+}
+
+/// The session store: the seed's session API, every operation run by the guest component.
+///
+/// Cheap to clone and safe to share between tasks. Each call gets a fresh guest instance, so no state
+/// leaks between calls and a guest that traps fails only its own call.
+#[derive(Clone)]
+pub struct SessionStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SessionStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionStore")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Instantiates a fresh guest and calls one export of the `store` interface inside a tracing span.
+/// Session data and tokens are never recorded in the span.
+macro_rules! call_guest {
+    ($self:ident, $op:literal, $method:ident ( $($arg:expr),* )) => {
+        async {
+            let (mut store, guest) = $self.instantiate().await?;
+            guest
+                .wasm_sessions_store_store()
+                .$method(&mut store, $($arg),*)
+                .await
+                .map_err(StoreError::guest)
+        }
+        .instrument(tracing::info_span!(concat!("session.", $op)))
+        .await
+    };
+}
+
+impl SessionStore {
+    /// Starts building a store on `driver` (usually a [`PostgresDriver`](crate::PostgresDriver)).
+    pub fn builder(driver: impl SqlDriver) -> SessionStoreBuilder {
+        Self::builder_shared(Arc::new(driver))
+    }
+
+    /// Like [`builder`](Self::builder), for a driver already shared elsewhere.
+    pub fn builder_shared(driver: Arc<dyn SqlDriver>) -> SessionStoreBuilder {
+        SessionStoreBuilder {
+            driver,
+            entropy: Arc::new(OsEntropy),
+            component: None,
+            config: None,
+            edits: Vec::new(),
+            max_instances: 1000,
+        }
+    }
+
+    /// The configuration in force (validated by the guest when the store was built).
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        self.inner
+            .config
+            .as_ref()
+            .expect("the builder always sets the configuration")
+    }
+
+    async fn instantiate(&self) -> Result<(Store<HostState>, GuestWorld), StoreError> {
+        let state = HostState::new(self.inner.driver.clone(), self.inner.entropy.clone());
+        let mut store = Store::new(&self.inner.engine, state);
+        let guest = self
+            .inner
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(StoreError::guest)?;
+        Ok((store, guest))
+    }
+
+    async fn default_config(&self) -> Result<Config, StoreError> {
+        call_guest!(self, "default_config", call_default_config()).map(config_from_wit)
+    }
+
+    /// Checks `config` with the guest's rules.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidConfig`] naming the first rule broken.
+    pub async fn validate_config(&self, config: &Config) -> Result<(), StoreError> {
+        call_guest!(self, "validate_config", call_validate_config(&config_to_wit(config)))?
+            .map_err(store_error_from_wit)
+    }
+
+    /// A fresh token: 32 bytes from the entropy source as 64 lower-case hex characters.
+    ///
+    /// # Errors
+    /// [`StoreError::Guest`] if the guest or the entropy source fails.
+    pub async fn generate_session_id(&self) -> Result<String, StoreError> {
+        call_guest!(self, "generate_session_id", call_generate_session_id())
+    }
+
+    /// A new, unsaved session with a fresh token that expires `max_age` seconds from now.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidData`] for a non-positive or too-long `max_age`.
+    pub async fn new_session(&self, max_age: i64) -> Result<Session, StoreError> {
+        call_guest!(self, "new_session", call_new_session(max_age))?
+            .map(session_from_wit)
+            .map_err(store_error_from_wit)
+    }
+
+    /// Whether the session's expiry time has passed (by the guest's clock).
+    ///
+    /// # Errors
+    /// [`StoreError::Guest`] if the guest fails.
+    pub async fn is_expired(&self, session: &Session) -> Result<bool, StoreError> {
+        call_guest!(self, "is_expired", call_is_expired(&session_to_wit(session)))
+    }
+
+    /// Gives the session a fresh token (do this at login). A saved session is moved to the new token and
+    /// written in one statement: afterwards the old token does not load and the new one does.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if the saved session was deleted meanwhile, [`StoreError::Expired`],
+    /// [`StoreError::InvalidData`], [`StoreError::Database`]. On error `session` is unchanged.
+    pub async fn regenerate_id(&self, session: &mut Session) -> Result<(), StoreError> {
+        let renewed = call_guest!(self, "regenerate_id", call_regenerate_id(&session_to_wit(session)))?
+            .map_err(store_error_from_wit)?;
+        *session = session_from_wit(renewed);
+        Ok(())
+    }
+
+    /// Inserts or updates the session in one round trip, then marks it saved.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidId`], [`StoreError::InvalidData`] (NUL characters, over the size limit),
+    /// [`StoreError::Expired`], [`StoreError::Database`]. On error nothing is written and `session` is
+    /// unchanged.
+    pub async fn save(&self, session: &mut Session) -> Result<(), StoreError> {
+        let saved = call_guest!(self, "save", call_save(&session_to_wit(session)))?
+            .map_err(store_error_from_wit)?;
+        *session = session_from_wit(saved);
+        Ok(())
+    }
+
+    /// Loads the session with token `id` in one round trip.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidId`] (no SQL sent), [`StoreError::NotFound`], [`StoreError::Expired`] (no data
+    /// returned), [`StoreError::Database`].
+    pub async fn load(&self, id: &str) -> Result<Session, StoreError> {
+        call_guest!(self, "load", call_load(id))?
+            .map(session_from_wit)
+            .map_err(store_error_from_wit)
+    }
+
+    /// Deletes the session with token `id`; returns whether it existed.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidId`], [`StoreError::Database`].
+    pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        call_guest!(self, "delete", call_delete(id))?.map_err(store_error_from_wit)
+    }
+
+    /// Deletes expired sessions in bounded batches; returns how many were removed.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn cleanup(&self) -> Result<u64, StoreError> {
+        call_guest!(self, "cleanup", call_cleanup())?.map_err(store_error_from_wit)
+    }
+
+    /// The user's unexpired sessions, newest first, each named by its revocable handle.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn get_user_sessions(&self, user_id: i64) -> Result<Vec<UserSession>, StoreError> {
+        call_guest!(self, "get_user_sessions", call_get_user_sessions(user_id))?
+            .map(|list| list.into_iter().map(user_session_from_wit).collect())
+            .map_err(store_error_from_wit)
+    }
+
+    /// Deletes every session of the user ("log out everywhere"); returns how many were removed.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn delete_user_sessions(&self, user_id: i64) -> Result<u64, StoreError> {
+        call_guest!(self, "delete_user_sessions", call_delete_user_sessions(user_id))?
+            .map_err(store_error_from_wit)
+    }
+
+    /// Deletes one session by the handle from [`get_user_sessions`](Self::get_user_sessions).
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidId`] for a malformed handle, [`StoreError::Database`].
+    pub async fn revoke_session(&self, handle: &str) -> Result<bool, StoreError> {
+        call_guest!(self, "revoke_session", call_revoke_session(handle))?
+            .map_err(store_error_from_wit)
+    }
+
+    /// The `Set-Cookie` header value that stores the session's token. `request_is_secure` (the request
+    /// came over HTTPS) decides `Secure` when the configuration leaves it unset.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidId`], or [`StoreError::InvalidConfig`] for `SameSite=None` on a plain-HTTP
+    /// request with `Secure` unset.
+    pub async fn set_cookie_header(
+        &self,
+        session: &Session,
+        request_is_secure: bool,
+    ) -> Result<String, StoreError> {
+        let config = config_to_wit(self.config());
+        call_guest!(
+            self,
+            "set_cookie_header",
+            call_set_cookie_header(&config, &session_to_wit(session), request_is_secure)
+        )?
+        .map_err(store_error_from_wit)
+    }
+
+    /// The `Set-Cookie` header value that removes the session cookie.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidConfig`] as for [`set_cookie_header`](Self::set_cookie_header).
+    pub async fn removal_cookie_header(&self, request_is_secure: bool) -> Result<String, StoreError> {
+        let config = config_to_wit(self.config());
+        call_guest!(
+            self,
+            "removal_cookie_header",
+            call_removal_cookie_header(&config, request_is_secure)
+        )?
+        .map_err(store_error_from_wit)
+    }
+
+    /// The session token in a `Cookie` request header, if there is a well-formed one.
+    ///
+    /// # Errors
+    /// [`StoreError::Guest`] if the guest fails.
+    pub async fn session_id_from_cookie_header(
+        &self,
+        header: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let config = config_to_wit(self.config());
+        call_guest!(
+            self,
+            "session_id_from_cookie_header",
+            call_session_id_from_cookie_header(&config, header)
+        )
+    }
+}

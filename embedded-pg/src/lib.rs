@@ -59,8 +59,8 @@ pub struct Binaries {
 }
 
 impl Binaries {
-    /// Finds `initdb` and `pg_ctl`: `$PG_BIN_DIR`, `pg_config --bindir`, the newest
-    /// `/usr/lib/postgresql/*/bin`, then `PATH`.
+    /// Finds `initdb` and `pg_ctl`: in `$PG_BIN_DIR` alone when it is set; otherwise in
+    /// `pg_config --bindir`, the newest `/usr/lib/postgresql/*/bin`, then `PATH`.
     ///
     /// # Errors
     /// [`ClusterError::BinariesNotFound`], with the install hint.
@@ -68,7 +68,15 @@ impl Binaries {
         let has_tools = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
         let mut candidates: Vec<PathBuf> = Vec::new();
         if let Some(dir) = std::env::var_os("PG_BIN_DIR") {
-            candidates.push(dir.into());
+            let dir = PathBuf::from(dir);
+            return if has_tools(&dir) {
+                Ok(Self {
+                    bin_dir: dir,
+                    as_root: is_root(),
+                })
+            } else {
+                Err(ClusterError::BinariesNotFound)
+            };
         }
         if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
             if out.status.success() {

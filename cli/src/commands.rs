@@ -1,0 +1,337 @@
+//! One function per command. Tokens and session data never go to tracing.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::json;
+use wasm_sessions::{PostgresDriver, Session, SessionStore, StoreError};
+
+use crate::cli::{Cli, Command, Pair};
+use crate::database;
+use crate::output::{Output, rfc3339};
+
+/// Runs the parsed command line.
+///
+/// # Errors
+/// Anything the database, the cluster or the store reports, with context naming the step.
+pub async fn run(cli: Cli) -> Result<()> {
+    let out = Output::new(cli.json);
+    let url = cli.database_url.filter(|url| !url.trim().is_empty());
+    if let Command::StopDb = cli.command {
+        return stop_db(out, &cli.data_dir).await;
+    }
+    let driver = database::open(url.as_deref(), &cli.data_dir).await?;
+    if let Command::Migrate = cli.command {
+        return migrate(out, &driver).await;
+    }
+    let store = SessionStore::builder(driver)
+        .build()
+        .await
+        .context("starting the session store")?;
+    match cli.command {
+        Command::Migrate | Command::StopDb => unreachable!("handled above"),
+        Command::Create { max_age, user, set } => create(out, &store, max_age, user, set).await,
+        Command::Get { token } => get(out, &store, &token).await,
+        Command::Set { token, pairs } => set(out, &store, &token, pairs).await,
+        Command::Unset { token, keys } => unset(out, &store, &token, &keys).await,
+        Command::Login { token, user } => login(out, &store, &token, user).await,
+        Command::Logout { token } => logout(out, &store, &token).await,
+        Command::Delete { token } => delete(out, &store, &token).await,
+        Command::Sessions { user } => sessions(out, &store, user).await,
+        Command::Revoke { user } => revoke(out, &store, user).await,
+        Command::RevokeSession { handle } => revoke_session(out, &store, &handle).await,
+        Command::Cleanup => cleanup(out, &store).await,
+        Command::Cookie { token, http } => cookie(out, &store, &token, http).await,
+        Command::Demo => demo(out, &store).await,
+    }
+}
+
+/// `migrate`: applies the schema migrations.
+async fn migrate(out: Output, driver: &PostgresDriver) -> Result<()> {
+    database::migrate(driver).await?;
+    out.result("migrated", json!({ "migrated": true }))
+}
+
+/// `stop-db`: stops the embedded cluster, saying whether it was running.
+async fn stop_db(out: Output, data_dir: &Path) -> Result<()> {
+    let (dir, stopped) = database::stop(data_dir).await?;
+    let human = if stopped {
+        format!("stopped the embedded PostgreSQL in {}", dir.display())
+    } else {
+        format!(
+            "the embedded PostgreSQL in {} was not running",
+            dir.display()
+        )
+    };
+    out.result(
+        human,
+        json!({ "stopped": stopped, "data_dir": dir.display().to_string() }),
+    )
+}
+
+/// `create`: a new saved session with optional user and data; prints it with its token.
+async fn create(
+    out: Output,
+    store: &SessionStore,
+    max_age: Option<i64>,
+    user: Option<i64>,
+    pairs: Vec<Pair>,
+) -> Result<()> {
+    let max_age = max_age.unwrap_or(store.config().max_age);
+    let mut session = store
+        .new_session(max_age)
+        .await
+        .context("creating the session")?;
+    if let Some(user) = user {
+        session.set_user(user);
+    }
+    for (key, value) in pairs {
+        session.set(key, value);
+    }
+    save(store, &mut session).await?;
+    out.session(&session, true)
+}
+
+/// `get`: prints a session.
+async fn get(out: Output, store: &SessionStore, token: &str) -> Result<()> {
+    let session = load(store, token).await?;
+    out.session(&session, false)
+}
+
+/// `set`: stores each pair and prints the session.
+async fn set(out: Output, store: &SessionStore, token: &str, pairs: Vec<Pair>) -> Result<()> {
+    let mut session = load(store, token).await?;
+    for (key, value) in pairs {
+        session.set(key, value);
+    }
+    save(store, &mut session).await?;
+    out.session(&session, false)
+}
+
+/// `unset`: removes each key and prints the session.
+async fn unset(out: Output, store: &SessionStore, token: &str, keys: &[String]) -> Result<()> {
+    let mut session = load(store, token).await?;
+    for key in keys {
+        session.delete(key);
+    }
+    save(store, &mut session).await?;
+    out.session(&session, false)
+}
+
+/// `login`: sets the user and rotates the token (one statement); prints the session with its new token.
+async fn login(out: Output, store: &SessionStore, token: &str, user: i64) -> Result<()> {
+    let mut session = load(store, token).await?;
+    session.set_user(user);
+    regenerate(store, &mut session).await?;
+    out.session(&session, true)
+}
+
+/// `logout`: clears the user and rotates the token; prints the session with its new token.
+async fn logout(out: Output, store: &SessionStore, token: &str) -> Result<()> {
+    let mut session = load(store, token).await?;
+    session.clear_user();
+    regenerate(store, &mut session).await?;
+    out.session(&session, true)
+}
+
+/// `delete`: deletes a session; prints whether it existed.
+async fn delete(out: Output, store: &SessionStore, token: &str) -> Result<()> {
+    let deleted = store.delete(token).await.context("deleting the session")?;
+    let human = if deleted {
+        "deleted"
+    } else {
+        "no such session"
+    };
+    out.result(human, json!({ "deleted": deleted }))
+}
+
+/// `sessions`: one line per unexpired session of the user.
+async fn sessions(out: Output, store: &SessionStore, user: i64) -> Result<()> {
+    let list = store
+        .get_user_sessions(user)
+        .await
+        .context("listing the user's sessions")?;
+    if list.is_empty() && !out.is_json() {
+        return out.result(format!("user {user} has no sessions"), json!(null));
+    }
+    for session in &list {
+        out.user_session(session)?;
+    }
+    Ok(())
+}
+
+/// `revoke`: deletes every session of the user; prints the count.
+async fn revoke(out: Output, store: &SessionStore, user: i64) -> Result<()> {
+    let revoked = store
+        .delete_user_sessions(user)
+        .await
+        .context("revoking the user's sessions")?;
+    out.result(
+        format!("revoked {revoked} session(s) of user {user}"),
+        json!({ "revoked": revoked }),
+    )
+}
+
+/// `revoke-session`: deletes one session by handle; prints whether it existed.
+async fn revoke_session(out: Output, store: &SessionStore, handle: &str) -> Result<()> {
+    let revoked = store
+        .revoke_session(handle)
+        .await
+        .context("revoking the session")?;
+    let human = if revoked {
+        "revoked"
+    } else {
+        "no such session"
+    };
+    out.result(human, json!({ "revoked": revoked }))
+}
+
+/// `cleanup`: deletes expired sessions; prints the count.
+async fn cleanup(out: Output, store: &SessionStore) -> Result<()> {
+    let removed = store.cleanup().await.context("removing expired sessions")?;
+    out.result(
+        format!("removed {removed} expired session(s)"),
+        json!({ "removed": removed }),
+    )
+}
+
+/// `cookie`: prints the Set-Cookie header value (`Secure` unless `http`).
+async fn cookie(out: Output, store: &SessionStore, token: &str, http: bool) -> Result<()> {
+    let session = load(store, token).await?;
+    let header = store
+        .set_cookie_header(&session, !http)
+        .await
+        .context("building the Set-Cookie header")?;
+    out.result(&header, json!({ "set_cookie": header }))
+}
+
+/// `demo`: walks through the API once, printing each step in plain words (tokens shortened).
+async fn demo(out: Output, store: &SessionStore) -> Result<()> {
+    let mut step = 0u32;
+    let mut say = |text: String| {
+        step += 1;
+        out.result(
+            format!("{step:>2}. {text}"),
+            json!({ "step": step, "message": text }),
+        )
+    };
+
+    let mut session = store
+        .new_session(store.config().max_age)
+        .await
+        .context("creating the session")?;
+    session.set("theme", "dark");
+    session.set("cart", "3 items");
+    say(format!(
+        "created session {} in memory with data theme=dark, cart=3 items",
+        short(&session.id)
+    ))?;
+
+    save(store, &mut session).await?;
+    say(format!(
+        "saved it; it expires at {}",
+        rfc3339(session.expires_at)
+    ))?;
+
+    let loaded = load(store, &session.id).await?;
+    say(format!(
+        "loaded it back: theme={}, cart={}",
+        loaded.get("theme").unwrap_or("?"),
+        loaded.get("cart").unwrap_or("?")
+    ))?;
+
+    let old = session.id.clone();
+    session.set_user(42);
+    regenerate(store, &mut session).await?;
+    say(format!(
+        "logged in as user 42: the id was regenerated, {} -> {}",
+        short(&old),
+        short(&session.id)
+    ))?;
+
+    match store.load(&old).await {
+        Err(StoreError::NotFound) => say(format!(
+            "the old token {} no longer loads: {}",
+            short(&old),
+            StoreError::NotFound
+        ))?,
+        Ok(_) => bail!("the old token still loads after the id was regenerated"),
+        Err(error) => return Err(error).context("loading the old token"),
+    }
+
+    let list = store
+        .get_user_sessions(42)
+        .await
+        .context("listing the user's sessions")?;
+    say(format!("user 42 has {} session(s):", list.len()))?;
+    for listed in &list {
+        say(format!(
+            "  handle {} created {} with {} key(s)",
+            short(&listed.handle),
+            rfc3339(listed.created_at),
+            listed.data.len()
+        ))?;
+    }
+
+    let header = store
+        .set_cookie_header(&session, true)
+        .await
+        .context("building the Set-Cookie header")?;
+    say(format!(
+        "Set-Cookie: {}",
+        header.replace(&session.id, &short(&session.id))
+    ))?;
+
+    let mut brief = store
+        .new_session(1)
+        .await
+        .context("creating the 1-second session")?;
+    save(store, &mut brief).await?;
+    say(format!(
+        "created session {} that lives 1 second; waiting 1.1 s",
+        short(&brief.id)
+    ))?;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    match store.load(&brief.id).await {
+        Err(StoreError::Expired) => say(format!("loading it now gives: {}", StoreError::Expired))?,
+        Ok(_) => bail!("the 1-second session still loads after 1.1 s"),
+        Err(error) => return Err(error).context("loading the 1-second session"),
+    }
+
+    let removed = store.cleanup().await.context("removing expired sessions")?;
+    say(format!("cleanup removed {removed} expired session(s)"))?;
+
+    let revoked = store
+        .delete_user_sessions(42)
+        .await
+        .context("revoking the user's sessions")?;
+    say(format!(
+        "logged user 42 out everywhere: {revoked} session(s) deleted"
+    ))?;
+    Ok(())
+}
+
+/// Loads a session, with context that does not echo the token.
+async fn load(store: &SessionStore, token: &str) -> Result<Session> {
+    store.load(token).await.context("loading the session")
+}
+
+/// Saves a session.
+async fn save(store: &SessionStore, session: &mut Session) -> Result<()> {
+    store.save(session).await.context("saving the session")
+}
+
+/// Moves a session to a fresh token, persisting its current state.
+async fn regenerate(store: &SessionStore, session: &mut Session) -> Result<()> {
+    store
+        .regenerate_id(session)
+        .await
+        .context("regenerating the session id")
+}
+
+/// The first 8 characters of a token or handle, then "…".
+fn short(id: &str) -> String {
+    let prefix: String = id.chars().take(8).collect();
+    format!("{prefix}…")
+}

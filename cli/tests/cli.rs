@@ -1,0 +1,449 @@
+//! End-to-end tests: the built `wasm-sessions` binary against a fresh database per test.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::process::Command;
+use wasm_sessions_tests::TestDb;
+
+const BIN: &str = env!("CARGO_BIN_EXE_wasm-sessions");
+
+/// What one run of the binary produced.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn from(output: Output) -> Self {
+        Self {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Asserts success and returns stdout.
+    fn ok(self) -> String {
+        assert_eq!(self.code, 0, "command failed: {self:#?}");
+        self.stdout
+    }
+
+    /// Asserts success and parses the single JSON line of stdout.
+    fn json(self) -> Value {
+        let stdout = self.ok();
+        let mut lines = stdout.lines();
+        let value = serde_json::from_str(lines.next().expect("one line")).expect("valid JSON");
+        assert_eq!(lines.next(), None, "more than one line: {stdout}");
+        value
+    }
+}
+
+/// A command for the binary with a clean environment for logging and the database.
+fn command() -> Command {
+    let mut command = Command::new(BIN);
+    command.env_remove("DATABASE_URL").env_remove("RUST_LOG");
+    command
+}
+
+/// Runs the binary on `db`'s database.
+async fn cli(db: &TestDb, args: &[&str]) -> Run {
+    let output = command()
+        .arg("--database-url")
+        .arg(&db.url)
+        .args(args)
+        .output()
+        .await
+        .expect("the binary runs");
+    Run::from(output)
+}
+
+/// Creates a session with `args` added to `create --json`; returns its JSON.
+async fn create(db: &TestDb, args: &[&str]) -> Value {
+    let mut all = vec!["create", "--json"];
+    all.extend_from_slice(args);
+    cli(db, &all).await.json()
+}
+
+fn token(session: &Value) -> String {
+    session["token"].as_str().expect("token").to_owned()
+}
+
+fn is_token(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Asserts a single-line `error: ...` failure with exit code 1 and returns the line.
+fn one_line_error(run: &Run) -> &str {
+    assert_eq!(run.code, 1, "expected exit code 1: {run:#?}");
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one stderr line: {run:#?}");
+    assert!(lines[0].starts_with("error: "), "{run:#?}");
+    lines[0]
+}
+
+#[tokio::test]
+async fn migrate_is_idempotent_on_a_migrated_database() {
+    let db = TestDb::new().await;
+    assert_eq!(cli(&db, &["migrate"]).await.ok(), "migrated\n");
+    let again = cli(&db, &["migrate", "--json"]).await.json();
+    assert_eq!(again, serde_json::json!({ "migrated": true }));
+}
+
+#[tokio::test]
+async fn create_stores_user_and_data_and_get_returns_them() {
+    let db = TestDb::new().await;
+    let created = create(&db, &["--user", "7", "--set", "a=1", "--set", "b=x=y"]).await;
+    let token = token(&created);
+    assert!(is_token(&token));
+    assert_eq!(created["user_id"], 7);
+    assert_eq!(created["data"], serde_json::json!({ "a": "1", "b": "x=y" }));
+    for field in ["created_at", "expires_at", "updated_at"] {
+        let stamp = created[field].as_str().expect("timestamp");
+        assert!(stamp.ends_with('Z') && stamp.contains('T'), "{stamp}");
+    }
+
+    let loaded = cli(&db, &["get", &token, "--json"]).await.json();
+    assert_eq!(loaded["token"], token.as_str());
+    assert_eq!(loaded["user_id"], 7);
+    assert_eq!(loaded["data"], created["data"]);
+    assert_eq!(loaded["expires_at"], created["expires_at"]);
+
+    let human = cli(&db, &["get", &token]).await.ok();
+    assert!(
+        !human.contains(&token),
+        "get must not print the token: {human}"
+    );
+    assert!(human.contains("b = x=y"), "{human}");
+}
+
+#[tokio::test]
+async fn create_prints_the_token_alone_on_the_first_line_and_defaults_to_no_user() {
+    let db = TestDb::new().await;
+    let stdout = cli(&db, &["create"]).await.ok();
+    let first = stdout.lines().next().expect("a first line");
+    assert!(is_token(first), "{stdout}");
+    let loaded = cli(&db, &["get", first, "--json"]).await.json();
+    assert_eq!(loaded["user_id"], Value::Null);
+    assert_eq!(loaded["data"], serde_json::json!({}));
+}
+
+#[tokio::test]
+async fn set_and_unset_change_the_stored_data() {
+    let db = TestDb::new().await;
+    let token = token(&create(&db, &["--set", "keep=1", "--set", "drop=2"]).await);
+
+    let after_set = cli(&db, &["set", &token, "theme=dark", "keep=one", "--json"])
+        .await
+        .json();
+    assert_eq!(
+        after_set["data"],
+        serde_json::json!({ "keep": "one", "drop": "2", "theme": "dark" })
+    );
+    cli(&db, &["unset", &token, "drop", "missing"]).await.ok();
+    let loaded = cli(&db, &["get", &token, "--json"]).await.json();
+    assert_eq!(
+        loaded["data"],
+        serde_json::json!({ "keep": "one", "theme": "dark" })
+    );
+}
+
+#[tokio::test]
+async fn login_rotates_the_token_and_the_old_one_stops_loading() {
+    let db = TestDb::new().await;
+    let old = token(&create(&db, &["--set", "cart=3"]).await);
+
+    let stdout = cli(&db, &["login", &old, "42"]).await.ok();
+    let new = stdout.lines().next().expect("the new token").to_owned();
+    assert!(is_token(&new), "{stdout}");
+    assert_ne!(new, old);
+
+    let failed = cli(&db, &["get", &old]).await;
+    let line = one_line_error(&failed);
+    assert!(line.contains("not found"), "{line}");
+    assert!(!line.contains(&old));
+
+    let loaded = cli(&db, &["get", &new, "--json"]).await.json();
+    assert_eq!(loaded["user_id"], 42);
+    assert_eq!(loaded["data"]["cart"], "3");
+}
+
+#[tokio::test]
+async fn login_with_json_reports_the_new_token() {
+    let db = TestDb::new().await;
+    let old = token(&create(&db, &[]).await);
+    let logged_in = cli(&db, &["login", &old, "9", "--json"]).await.json();
+    let new = token(&logged_in);
+    assert_ne!(new, old);
+    assert_eq!(logged_in["user_id"], 9);
+    assert_eq!(
+        cli(&db, &["get", &new, "--json"]).await.json()["user_id"],
+        9
+    );
+}
+
+#[tokio::test]
+async fn logout_clears_the_user_and_rotates_the_token() {
+    let db = TestDb::new().await;
+    let old = token(&create(&db, &["--user", "5", "--set", "k=v"]).await);
+
+    let stdout = cli(&db, &["logout", &old]).await.ok();
+    let new = stdout.lines().next().expect("the new token").to_owned();
+    assert!(is_token(&new));
+    assert_ne!(new, old);
+
+    let loaded = cli(&db, &["get", &new, "--json"]).await.json();
+    assert_eq!(loaded["user_id"], Value::Null);
+    assert_eq!(loaded["data"]["k"], "v");
+    assert_eq!(cli(&db, &["get", &old]).await.code, 1);
+}
+
+#[tokio::test]
+async fn sessions_lists_by_handle_and_revoke_commands_remove_them() {
+    let db = TestDb::new().await;
+    let first = token(&create(&db, &["--user", "5", "--set", "a=1"]).await);
+    let second = token(&create(&db, &["--user", "5"]).await);
+    create(&db, &["--user", "6"]).await;
+
+    let stdout = cli(&db, &["sessions", "5", "--json"]).await.ok();
+    let listed: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(listed.len(), 2, "{stdout}");
+    for session in &listed {
+        assert_eq!(session["user_id"], 5);
+        let handle = session["handle"].as_str().expect("handle");
+        assert!(is_token(handle));
+        assert_ne!(handle, first);
+        assert_ne!(handle, second);
+    }
+    assert!(!stdout.contains(&first) && !stdout.contains(&second));
+
+    let human = cli(&db, &["sessions", "5"]).await.ok();
+    assert_eq!(human.lines().count(), 2, "{human}");
+    assert!(human.contains("key(s)"), "{human}");
+
+    let handle = listed[0]["handle"].as_str().expect("handle");
+    let revoked = cli(&db, &["revoke-session", handle, "--json"]).await.json();
+    assert_eq!(revoked, serde_json::json!({ "revoked": true }));
+    let again = cli(&db, &["revoke-session", handle, "--json"]).await.json();
+    assert_eq!(again, serde_json::json!({ "revoked": false }));
+    let remaining = cli(&db, &["sessions", "5", "--json"]).await.ok();
+    assert_eq!(remaining.lines().count(), 1);
+
+    let revoked_all = cli(&db, &["revoke", "5", "--json"]).await.json();
+    assert_eq!(revoked_all, serde_json::json!({ "revoked": 1 }));
+    assert_eq!(cli(&db, &["sessions", "5", "--json"]).await.ok(), "");
+    assert_eq!(
+        cli(&db, &["sessions", "6", "--json"])
+            .await
+            .ok()
+            .lines()
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn delete_reports_whether_the_session_existed() {
+    let db = TestDb::new().await;
+    let token = token(&create(&db, &[]).await);
+    let deleted = cli(&db, &["delete", &token, "--json"]).await.json();
+    assert_eq!(deleted, serde_json::json!({ "deleted": true }));
+    let again = cli(&db, &["delete", &token, "--json"]).await.json();
+    assert_eq!(again, serde_json::json!({ "deleted": false }));
+    assert_eq!(cli(&db, &["get", &token]).await.code, 1);
+}
+
+#[tokio::test]
+async fn cleanup_removes_a_session_once_it_expired() {
+    let db = TestDb::new().await;
+    let brief = token(&create(&db, &["--max-age", "1"]).await);
+    create(&db, &[]).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    let expired = cli(&db, &["get", &brief]).await;
+    assert!(one_line_error(&expired).contains("expired"), "{expired:#?}");
+
+    let removed = cli(&db, &["cleanup", "--json"]).await.json();
+    assert_eq!(removed, serde_json::json!({ "removed": 1 }));
+    assert_eq!(
+        cli(&db, &["cleanup"]).await.ok(),
+        "removed 0 expired session(s)\n"
+    );
+}
+
+#[tokio::test]
+async fn cookie_is_secure_by_default_and_not_with_http() {
+    let db = TestDb::new().await;
+    let token = token(&create(&db, &[]).await);
+
+    let secure = cli(&db, &["cookie", &token]).await.ok();
+    let header = secure.trim_end();
+    assert!(header.contains(&format!("={token}")), "{header}");
+    for attribute in [
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/",
+        "Max-Age=",
+        "Secure",
+    ] {
+        assert!(header.contains(attribute), "{attribute} missing: {header}");
+    }
+
+    let plain = cli(&db, &["cookie", &token, "--http"]).await.ok();
+    assert!(
+        plain.contains("HttpOnly") && plain.contains("Max-Age="),
+        "{plain}"
+    );
+    assert!(!plain.contains("Secure"), "{plain}");
+
+    let json = cli(&db, &["cookie", &token, "--json"]).await.json();
+    assert_eq!(json["set_cookie"], header);
+}
+
+#[tokio::test]
+async fn an_invalid_token_fails_on_one_line_without_echoing_it() {
+    let db = TestDb::new().await;
+    let bogus = "NOT-A-TOKEN-but-a-secret-value";
+    for args in [
+        vec!["get", bogus],
+        vec!["set", bogus, "a=b"],
+        vec!["delete", bogus],
+        vec!["cookie", bogus],
+    ] {
+        let run = cli(&db, &args).await;
+        let line = one_line_error(&run);
+        assert!(line.contains("invalid session id"), "{line}");
+        assert!(!line.contains(bogus), "the token was echoed: {line}");
+        assert!(!run.stdout.contains(bogus));
+    }
+}
+
+#[tokio::test]
+async fn a_key_value_argument_without_equals_is_a_usage_error() {
+    let db = TestDb::new().await;
+    let run = cli(&db, &["create", "--set", "novalue"]).await;
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stderr.contains("KEY=VALUE"), "{run:#?}");
+    let token = token(&create(&db, &[]).await);
+    assert_eq!(cli(&db, &["set", &token, "novalue"]).await.code, 2);
+}
+
+#[tokio::test]
+async fn demo_walks_through_the_api_without_printing_whole_tokens() {
+    let db = TestDb::new().await;
+    let stdout = cli(&db, &["demo"]).await.ok();
+    for expected in [
+        "logged in as user 42",
+        "no longer loads: session not found",
+        "Set-Cookie: ",
+        "loading it now gives: session expired",
+        "cleanup removed 1 expired session(s)",
+        "logged user 42 out everywhere: 1 session(s) deleted",
+    ] {
+        assert!(stdout.contains(expected), "{expected:?} missing:\n{stdout}");
+    }
+    let hex_run = stdout
+        .split(|c: char| !c.is_ascii_hexdigit())
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    assert!(
+        hex_run < 64,
+        "a whole token or handle was printed:\n{stdout}"
+    );
+
+    let json = cli(&db, &["demo", "--json"]).await.ok();
+    for line in json.lines() {
+        let step: Value = serde_json::from_str(line).expect("JSON line");
+        assert!(step["message"].is_string(), "{line}");
+    }
+}
+
+/// Stops the embedded cluster in a data directory when dropped, even if the test failed.
+struct StopCluster(PathBuf);
+
+impl Drop for StopCluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(BIN)
+            .env_remove("DATABASE_URL")
+            .arg("--data-dir")
+            .arg(&self.0)
+            .arg("stop-db")
+            .output();
+    }
+}
+
+/// A temporary directory under /tmp that the `postgres` user can traverse (needed when running as root).
+fn reachable_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod 0755");
+    dir
+}
+
+async fn embedded(data_dir: &Path, args: &[&str]) -> Run {
+    let output = command()
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .output()
+        .await
+        .expect("the binary runs");
+    Run::from(output)
+}
+
+#[tokio::test]
+async fn without_a_database_url_the_embedded_cluster_serves_and_stop_db_stops_it() {
+    let dir = reachable_tempdir();
+    let data_dir = dir.path().join("pgdata");
+    let _stop = StopCluster(data_dir.clone());
+
+    let created = embedded(&data_dir, &["create", "--set", "a=1"]).await;
+    assert_eq!(created.code, 0, "{created:#?}");
+    assert!(
+        created.stderr.contains("using the embedded PostgreSQL in")
+            && created
+                .stderr
+                .contains(&*dir.path().file_name().unwrap().to_string_lossy())
+            && created.stderr.contains("DATABASE_URL"),
+        "{created:#?}"
+    );
+    let token = created.stdout.lines().next().expect("token").to_owned();
+    assert!(is_token(&token));
+
+    // The second command reuses the running cluster and its data.
+    let loaded = embedded(&data_dir, &["get", &token, "--json"]).await;
+    assert_eq!(loaded.code, 0, "{loaded:#?}");
+    let loaded: Value = serde_json::from_str(loaded.stdout.trim()).expect("JSON");
+    assert_eq!(loaded["data"]["a"], "1");
+
+    let stopped = embedded(&data_dir, &["stop-db", "--json"]).await.json();
+    assert_eq!(stopped["stopped"], true);
+    let again = embedded(&data_dir, &["stop-db"]).await.ok();
+    assert!(again.contains("was not running"), "{again}");
+}
+
+#[tokio::test]
+async fn without_postgres_binaries_or_a_url_the_error_names_database_url() {
+    let dir = reachable_tempdir();
+    let output = command()
+        .env("PG_BIN_DIR", "/nonexistent")
+        .arg("--data-dir")
+        .arg(dir.path().join("pgdata"))
+        .arg("get")
+        .arg("0".repeat(64))
+        .output()
+        .await
+        .expect("the binary runs");
+    let run = Run::from(output);
+    let line = one_line_error(&run);
+    assert!(line.contains("DATABASE_URL"), "{line}");
+}

@@ -710,3 +710,21 @@ async fn many_concurrent_calls_each_get_their_own_instance() {
     }
     assert_eq!(row_count(&db).await, 64);
 }
+
+#[test]
+fn the_component_imports_only_sql_entropy_and_the_wasi_basics_std_needs() {
+    let world = wasm_sessions::component_world(wasm_sessions::BUNDLED_COMPONENT).unwrap();
+    assert!(world.imports.iter().any(|i| i == "wasm-sessions:store/sql@0.1.0"));
+    assert!(world.imports.iter().any(|i| i == "wasm-sessions:store/entropy@0.1.0"));
+    for import in &world.imports {
+        let allowed = import.starts_with("wasm-sessions:store/")
+            || import.starts_with("wasi:cli/")
+            || import.starts_with("wasi:io/")
+            || import.starts_with("wasi:clocks/");
+        assert!(allowed, "unexpected import {import}");
+        for forbidden in ["filesystem", "sockets", "http", "random"] {
+            assert!(!import.contains(forbidden), "{import}");
+        }
+    }
+    assert_eq!(world.exports, ["wasm-sessions:store/store@0.1.0"]);
+}

@@ -77,10 +77,8 @@ fn ensure_target_installed() {
         .ok()
         .filter(|o| o.status.success())
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    if let Some(sysroot) = &sysroot {
-        if sysroot.join("lib/rustlib").join(TARGET).exists() {
-            return;
-        }
+    if sysroot.is_some_and(|root| root.join("lib/rustlib").join(TARGET).exists()) {
+        return;
     }
     let status = Command::new("rustup")
         .args(["target", "add", TARGET])

@@ -121,6 +121,8 @@ pub enum Command {
     },
     /// Stop the embedded PostgreSQL cluster in --data-dir.
     StopDb,
+    /// Print what the bundled session component imports and exports (no database needed).
+    Component,
     /// Walk through the session API once on the chosen database, explaining each step.
     Demo,
 }

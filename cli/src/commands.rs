@@ -21,6 +21,9 @@ pub async fn run(cli: Cli) -> Result<()> {
     if let Command::StopDb = cli.command {
         return stop_db(out, &cli.data_dir).await;
     }
+    if let Command::Component = cli.command {
+        return component(out);
+    }
     let driver = database::open(url.as_deref(), &cli.data_dir).await?;
     if let Command::Migrate = cli.command {
         return migrate(out, &driver).await;
@@ -30,7 +33,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         .await
         .context("starting the session store")?;
     match cli.command {
-        Command::Migrate | Command::StopDb => unreachable!("handled above"),
+        Command::Migrate | Command::StopDb | Command::Component => unreachable!("handled above"),
         Command::Create { max_age, user, set } => create(out, &store, max_age, user, set).await,
         Command::Get { token } => get(out, &store, &token).await,
         Command::Set { token, pairs } => set(out, &store, &token, pairs).await,
@@ -51,6 +54,19 @@ pub async fn run(cli: Cli) -> Result<()> {
 async fn migrate(out: Output, driver: &PostgresDriver) -> Result<()> {
     database::migrate(driver).await?;
     out.result("migrated", json!({ "migrated": true }))
+}
+
+/// `component`: the bundled component's imports and exports, one per line.
+fn component(out: Output) -> Result<()> {
+    let world = wasm_sessions::component_world(wasm_sessions::BUNDLED_COMPONENT)
+        .context("reading the bundled component")?;
+    for import in &world.imports {
+        out.result(format!("import {import}"), json!({ "import": import }))?;
+    }
+    for export in &world.exports {
+        out.result(format!("export {export}"), json!({ "export": export }))?;
+    }
+    Ok(())
 }
 
 /// `stop-db`: stops the embedded cluster, saying whether it was running.

@@ -19,6 +19,7 @@ struct Run {
 }
 
 impl Run {
+    /// Captures exit code and output as text.
     fn from(output: Output) -> Self {
         Self {
             code: output.status.code().unwrap_or(-1),
@@ -69,10 +70,12 @@ async fn create(db: &TestDb, args: &[&str]) -> Value {
     cli(db, &all).await.json()
 }
 
+/// The `token` field of a session's JSON.
 fn token(session: &Value) -> String {
     session["token"].as_str().expect("token").to_owned()
 }
 
+/// Whether `text` looks like a token or handle: 64 lower-case hex characters.
 fn is_token(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
@@ -389,6 +392,7 @@ fn reachable_tempdir() -> tempfile::TempDir {
     dir
 }
 
+/// Runs the binary with no database URL and the embedded cluster in `data_dir`.
 async fn embedded(data_dir: &Path, args: &[&str]) -> Run {
     let output = command()
         .arg("--data-dir")
@@ -446,4 +450,37 @@ async fn without_postgres_binaries_or_a_url_the_error_names_database_url() {
     let run = Run::from(output);
     let line = one_line_error(&run);
     assert!(line.contains("DATABASE_URL"), "{line}");
+}
+
+#[tokio::test]
+async fn component_lists_the_project_imports_and_no_filesystem_or_sockets() {
+    let output = command()
+        .args(["component", "--json"])
+        .output()
+        .await
+        .expect("the binary runs");
+    let run = Run::from(output);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let lines: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let imports: Vec<&str> = lines.iter().filter_map(|v| v["import"].as_str()).collect();
+    let exports: Vec<&str> = lines.iter().filter_map(|v| v["export"].as_str()).collect();
+    assert!(
+        imports.contains(&"wasm-sessions:store/sql@0.1.0"),
+        "{imports:?}"
+    );
+    assert!(
+        imports.contains(&"wasm-sessions:store/entropy@0.1.0"),
+        "{imports:?}"
+    );
+    assert!(
+        imports
+            .iter()
+            .all(|i| !i.contains("filesystem") && !i.contains("sockets")),
+        "{imports:?}"
+    );
+    assert_eq!(exports, ["wasm-sessions:store/store@0.1.0"]);
 }

@@ -78,10 +78,10 @@ impl Binaries {
                 Err(ClusterError::BinariesNotFound)
             };
         }
-        if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
-            if out.status.success() {
-                candidates.push(String::from_utf8_lossy(&out.stdout).trim().into());
-            }
+        if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
+            && out.status.success()
+        {
+            candidates.push(String::from_utf8_lossy(&out.stdout).trim().into());
         }
         if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
             let mut versions: Vec<(u32, PathBuf)> = entries
@@ -133,10 +133,15 @@ impl Binaries {
 
     fn initdb(&self, data_dir: &Path, durable: bool) -> Result<(), ClusterError> {
         let mut initdb = self.command("initdb");
-        initdb
-            .arg("-D")
-            .arg(data_dir)
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C"]);
+        initdb.arg("-D").arg(data_dir).args([
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ]);
         if !durable {
             initdb.arg("--no-sync");
         }
@@ -203,7 +208,8 @@ impl Cluster {
     /// [`ClusterError::BinariesNotFound`], or a failing `initdb` / `pg_ctl`.
     pub fn persistent(data_dir: &Path) -> Result<Self, ClusterError> {
         let bins = Binaries::find()?;
-        std::fs::create_dir_all(data_dir).map_err(io(format!("creating {}", data_dir.display())))?;
+        std::fs::create_dir_all(data_dir)
+            .map_err(io(format!("creating {}", data_dir.display())))?;
         let data_dir = data_dir
             .canonicalize()
             .map_err(io(format!("resolving {}", data_dir.display())))?;
@@ -211,14 +217,14 @@ impl Cluster {
             bins.hand_over(&data_dir)?;
             bins.initdb(&data_dir, true)?;
         }
-        if let Some(port) = running_port(&data_dir) {
-            if status_running(&bins, &data_dir) {
-                return Ok(Self {
-                    data_dir,
-                    port,
-                    _watchdog: None,
-                });
-            }
+        if let Some(port) = running_port(&data_dir)
+            && status_running(&bins, &data_dir)
+        {
+            return Ok(Self {
+                data_dir,
+                port,
+                _watchdog: None,
+            });
         }
         let port = free_port()?;
         let log = data_dir.join("postgres.log");

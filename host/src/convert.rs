@@ -130,7 +130,10 @@ pub(crate) fn sql_error_to_wit(e: SqlError) -> wit_sql::SqlError {
     match e {
         SqlError::ConnectionFailed(m) => wit_sql::SqlError::ConnectionFailed(m),
         SqlError::ConstraintViolation { sqlstate, message } => {
-            wit_sql::SqlError::ConstraintViolation(wit_sql::ConstraintViolation { sqlstate, message })
+            wit_sql::SqlError::ConstraintViolation(wit_sql::ConstraintViolation {
+                sqlstate,
+                message,
+            })
         }
         SqlError::BadParameter(m) => wit_sql::SqlError::BadParameter(m),
         SqlError::QueryFailed(m) => wit_sql::SqlError::QueryFailed(m),

@@ -74,3 +74,109 @@ impl entropy::Host for HostState {
         Ok(bytes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::driver::{QueryFuture, RowSet, SqlError, SqlValue};
+    use crate::entropy::{EntropyError, OsEntropy};
+
+    /// Records what it is asked and answers with a fixed outcome.
+    struct ScriptedDriver {
+        seen: Mutex<Vec<(String, Vec<SqlValue>)>>,
+        answer: Result<RowSet, SqlError>,
+    }
+
+    impl SqlDriver for ScriptedDriver {
+        fn query<'a>(&'a self, statement: &'a str, params: &'a [SqlValue]) -> QueryFuture<'a> {
+            self.seen
+                .lock()
+                .unwrap()
+                .push((statement.to_owned(), params.to_vec()));
+            let answer = self.answer.clone();
+            Box::pin(async move { answer })
+        }
+    }
+
+    struct BrokenEntropy;
+
+    impl EntropySource for BrokenEntropy {
+        fn fill(&self, _: &mut [u8]) -> Result<(), EntropyError> {
+            Err(EntropyError("no entropy".into()))
+        }
+    }
+
+    fn state(driver: Arc<ScriptedDriver>, entropy: impl EntropySource) -> HostState {
+        HostState::new(driver, Arc::new(entropy))
+    }
+
+    fn ok_driver() -> Arc<ScriptedDriver> {
+        Arc::new(ScriptedDriver {
+            seen: Mutex::new(Vec::new()),
+            answer: Ok(RowSet {
+                columns: vec!["n".into()],
+                rows: vec![vec![SqlValue::Int64(1)]],
+                rows_affected: 1,
+            }),
+        })
+    }
+
+    #[test]
+    fn random_bytes_returns_exactly_the_requested_length() {
+        let mut state = state(ok_driver(), OsEntropy);
+        for len in [0, 1, 32, MAX_RANDOM_BYTES] {
+            let bytes = entropy::Host::random_bytes(&mut state, len).unwrap();
+            assert_eq!(bytes.len(), len as usize);
+        }
+    }
+
+    #[test]
+    fn random_bytes_over_the_limit_is_a_trap() {
+        let mut state = state(ok_driver(), OsEntropy);
+        assert!(entropy::Host::random_bytes(&mut state, MAX_RANDOM_BYTES + 1).is_err());
+        assert!(entropy::Host::random_bytes(&mut state, u32::MAX).is_err());
+    }
+
+    #[test]
+    fn a_failing_entropy_source_is_a_trap_not_weak_bytes() {
+        let mut state = state(ok_driver(), BrokenEntropy);
+        let err = entropy::Host::random_bytes(&mut state, 32).unwrap_err();
+        assert!(format!("{err:#}").contains("no entropy"));
+    }
+
+    #[tokio::test]
+    async fn sql_query_hands_statement_and_params_to_the_driver_and_rows_back() {
+        let driver = ok_driver();
+        let mut state = state(driver.clone(), OsEntropy);
+        let rows = sql::Host::sql_query(
+            &mut state,
+            "SELECT $1".into(),
+            vec![sql::SqlValue::Text("x".into()), sql::SqlValue::Null],
+        )
+        .await
+        .unwrap();
+        assert_eq!(rows.columns, ["n"]);
+        assert!(matches!(rows.rows[0][0], sql::SqlValue::Int64(1)));
+        let seen = driver.seen.lock().unwrap();
+        assert_eq!(seen[0].0, "SELECT $1");
+        assert_eq!(seen[0].1, [SqlValue::Text("x".into()), SqlValue::Null]);
+    }
+
+    #[tokio::test]
+    async fn driver_errors_reach_the_guest_as_values_not_traps() {
+        let driver = Arc::new(ScriptedDriver {
+            seen: Mutex::new(Vec::new()),
+            answer: Err(SqlError::ConstraintViolation {
+                sqlstate: "23505".into(),
+                message: "duplicate".into(),
+            }),
+        });
+        let mut state = state(driver, OsEntropy);
+        let err = sql::Host::sql_query(&mut state, "INSERT".into(), Vec::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, sql::SqlError::ConstraintViolation(c) if c.sqlstate == "23505"));
+    }
+}

@@ -22,7 +22,13 @@ pub fn component_world(bytes: &[u8]) -> Result<ComponentWorld, BuildError> {
     let engine = Engine::default();
     let component = Component::new(&engine, bytes).map_err(BuildError::component)?;
     let ty = component.component_type();
-    let imports = ty.imports(&engine).map(|(name, _)| name.to_owned()).collect();
-    let exports = ty.exports(&engine).map(|(name, _)| name.to_owned()).collect();
+    let imports = ty
+        .imports(&engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    let exports = ty
+        .exports(&engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
     Ok(ComponentWorld { imports, exports })
 }

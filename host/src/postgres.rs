@@ -60,7 +60,9 @@ pub struct PostgresDriver {
 
 impl std::fmt::Debug for PostgresDriver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresDriver").field("status", &self.pool.status()).finish()
+        f.debug_struct("PostgresDriver")
+            .field("status", &self.pool.status())
+            .finish()
     }
 }
 
@@ -120,7 +122,10 @@ impl PostgresDriver {
 
     async fn run(&self, statement: &str, params: &[SqlValue]) -> Result<RowSet, SqlError> {
         let client = self.pool.get().await.map_err(pool_error)?;
-        let prepared = client.prepare_cached(statement).await.map_err(query_error)?;
+        let prepared = client
+            .prepare_cached(statement)
+            .await
+            .map_err(query_error)?;
         let types = prepared.params();
         if types.len() != params.len() {
             return Err(SqlError::BadParameter(format!(
@@ -139,7 +144,10 @@ impl PostgresDriver {
         let refs: Vec<&(dyn ToSql + Sync)> =
             encoded.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
         if prepared.columns().is_empty() {
-            let rows_affected = client.execute(&prepared, &refs).await.map_err(query_error)?;
+            let rows_affected = client
+                .execute(&prepared, &refs)
+                .await
+                .map_err(query_error)?;
             return Ok(RowSet {
                 rows_affected,
                 ..RowSet::default()
@@ -306,7 +314,10 @@ impl ToSql for PgParam<'_> {
 struct JsonText(String);
 
 impl<'a> FromSql<'a> for JsonText {
-    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
         let text = if *ty == Type::JSONB {
             match raw.split_first() {
                 Some((1, rest)) => rest,
@@ -343,9 +354,8 @@ fn decode_row(row: &Row) -> Result<Vec<SqlValue>, SqlError> {
 
 fn decode_value(row: &Row, index: usize) -> Result<SqlValue, SqlError> {
     let column = &row.columns()[index];
-    let failed = |e: tokio_postgres::Error| {
-        SqlError::QueryFailed(format!("column {}: {e}", column.name()))
-    };
+    let failed =
+        |e: tokio_postgres::Error| SqlError::QueryFailed(format!("column {}: {e}", column.name()));
     fn or_null<T>(value: Option<T>, f: impl FnOnce(T) -> SqlValue) -> SqlValue {
         value.map_or(SqlValue::Null, f)
     }
@@ -362,16 +372,14 @@ fn decode_value(row: &Row, index: usize) -> Result<SqlValue, SqlError> {
             SqlValue::Float64(v.into())
         }),
         Type::FLOAT8 => or_null(row.try_get(index).map_err(failed)?, SqlValue::Float64),
-        Type::JSON | Type::JSONB => {
-            or_null(row.try_get::<_, Option<JsonText>>(index).map_err(failed)?, |v| {
-                SqlValue::Json(v.0)
-            })
-        }
-        Type::TIMESTAMPTZ | Type::TIMESTAMP => {
-            or_null(row.try_get::<_, Option<Micros>>(index).map_err(failed)?, |v| {
-                SqlValue::Timestamp(v.0)
-            })
-        }
+        Type::JSON | Type::JSONB => or_null(
+            row.try_get::<_, Option<JsonText>>(index).map_err(failed)?,
+            |v| SqlValue::Json(v.0),
+        ),
+        Type::TIMESTAMPTZ | Type::TIMESTAMP => or_null(
+            row.try_get::<_, Option<Micros>>(index).map_err(failed)?,
+            |v| SqlValue::Timestamp(v.0),
+        ),
         Type::BYTEA => or_null(row.try_get(index).map_err(failed)?, SqlValue::Bytes),
         ref ty if <&str as FromSql>::accepts(ty) => {
             or_null(row.try_get(index).map_err(failed)?, SqlValue::Text)

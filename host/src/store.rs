@@ -224,8 +224,12 @@ impl SessionStore {
     /// # Errors
     /// [`StoreError::InvalidConfig`] naming the first rule broken.
     pub async fn validate_config(&self, config: &Config) -> Result<(), StoreError> {
-        call_guest!(self, "validate_config", call_validate_config(&config_to_wit(config)))?
-            .map_err(store_error_from_wit)
+        call_guest!(
+            self,
+            "validate_config",
+            call_validate_config(&config_to_wit(config))
+        )?
+        .map_err(store_error_from_wit)
     }
 
     /// A fresh token: 32 bytes from the entropy source as 64 lower-case hex characters.
@@ -251,7 +255,11 @@ impl SessionStore {
     /// # Errors
     /// [`StoreError::Guest`] if the guest fails.
     pub async fn is_expired(&self, session: &Session) -> Result<bool, StoreError> {
-        call_guest!(self, "is_expired", call_is_expired(&session_to_wit(session)))
+        call_guest!(
+            self,
+            "is_expired",
+            call_is_expired(&session_to_wit(session))
+        )
     }
 
     /// Gives the session a fresh token (do this at login). A saved session is moved to the new token and
@@ -261,8 +269,12 @@ impl SessionStore {
     /// [`StoreError::NotFound`] if the saved session was deleted meanwhile, [`StoreError::Expired`],
     /// [`StoreError::InvalidData`], [`StoreError::Database`]. On error `session` is unchanged.
     pub async fn regenerate_id(&self, session: &mut Session) -> Result<(), StoreError> {
-        let renewed = call_guest!(self, "regenerate_id", call_regenerate_id(&session_to_wit(session)))?
-            .map_err(store_error_from_wit)?;
+        let renewed = call_guest!(
+            self,
+            "regenerate_id",
+            call_regenerate_id(&session_to_wit(session))
+        )?
+        .map_err(store_error_from_wit)?;
         *session = session_from_wit(renewed);
         Ok(())
     }
@@ -322,8 +334,12 @@ impl SessionStore {
     /// # Errors
     /// [`StoreError::Database`].
     pub async fn delete_user_sessions(&self, user_id: i64) -> Result<u64, StoreError> {
-        call_guest!(self, "delete_user_sessions", call_delete_user_sessions(user_id))?
-            .map_err(store_error_from_wit)
+        call_guest!(
+            self,
+            "delete_user_sessions",
+            call_delete_user_sessions(user_id)
+        )?
+        .map_err(store_error_from_wit)
     }
 
     /// Deletes one session by the handle from [`get_user_sessions`](Self::get_user_sessions).
@@ -359,7 +375,10 @@ impl SessionStore {
     ///
     /// # Errors
     /// [`StoreError::InvalidConfig`] as for [`set_cookie_header`](Self::set_cookie_header).
-    pub async fn removal_cookie_header(&self, request_is_secure: bool) -> Result<String, StoreError> {
+    pub async fn removal_cookie_header(
+        &self,
+        request_is_secure: bool,
+    ) -> Result<String, StoreError> {
         let config = config_to_wit(self.config());
         call_guest!(
             self,

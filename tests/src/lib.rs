@@ -63,7 +63,10 @@ impl TestDb {
         getrandom::fill(&mut suffix).expect("OS randomness");
         let name = format!(
             "wst_{}",
-            suffix.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            suffix
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
         );
         let admin = connect(&server).await;
         admin
@@ -109,7 +112,9 @@ impl Drop for TestDb {
                 .build();
             if let Ok(runtime) = runtime {
                 runtime.block_on(async {
-                    if let Ok((client, conn)) = tokio_postgres::connect(&server, tokio_postgres::NoTls).await {
+                    if let Ok((client, conn)) =
+                        tokio_postgres::connect(&server, tokio_postgres::NoTls).await
+                    {
                         tokio::spawn(conn);
                         let _ = client
                             .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))

@@ -27,7 +27,10 @@ async fn every_value_type_round_trips() {
         )
         .await
         .unwrap();
-    assert_eq!(rows.columns, ["b", "i8", "i4", "f", "t", "jb", "j", "ts", "by", "n"]);
+    assert_eq!(
+        rows.columns,
+        ["b", "i8", "i4", "f", "t", "jb", "j", "ts", "by", "n"]
+    );
     assert_eq!(rows.rows_affected, 1);
     let mut expected = params.to_vec();
     expected[5] = SqlValue::Json(r#"{"a": "b"}"#.into()); // jsonb normalizes spacing
@@ -61,7 +64,10 @@ async fn a_value_of_the_wrong_type_is_a_bad_parameter() {
         ("SELECT $1::bytea", SqlValue::Boolean(true)),
     ] {
         let err = driver.query(statement, &[value]).await.unwrap_err();
-        assert!(matches!(err, SqlError::BadParameter(_)), "{statement}: {err:?}");
+        assert!(
+            matches!(err, SqlError::BadParameter(_)),
+            "{statement}: {err:?}"
+        );
     }
     let err = driver.query("SELECT $1::int", &[]).await.unwrap_err();
     assert!(matches!(err, SqlError::BadParameter(_)), "{err:?}");

@@ -137,7 +137,10 @@ async fn new_session_is_unsaved_and_expires_after_max_age() {
     assert!(!session.is_saved);
     assert!(session.data.is_empty());
     assert_eq!(session.user_id, None);
-    let lifetime = session.expires_at.duration_since(session.created_at).unwrap();
+    let lifetime = session
+        .expires_at
+        .duration_since(session.created_at)
+        .unwrap();
     assert_eq!(lifetime, Duration::from_secs(3600));
     assert!(session.created_at >= before - Duration::from_secs(1));
     assert!(!store.is_expired(&session).await.unwrap());
@@ -150,7 +153,10 @@ async fn new_session_rejects_a_non_positive_or_too_long_lifetime() {
     let store = db.store().await;
     for max_age in [0, -1, i64::MIN, i64::MAX] {
         let err = store.new_session(max_age).await.unwrap_err();
-        assert!(matches!(err, StoreError::InvalidData(_)), "{max_age}: {err:?}");
+        assert!(
+            matches!(err, StoreError::InvalidData(_)),
+            "{max_age}: {err:?}"
+        );
     }
 }
 
@@ -160,7 +166,10 @@ async fn save_then_load_round_trips_data_and_user_in_one_statement_each() {
     let (store, driver) = counted_store(&db).await;
     let mut session = store.new_session(600).await.unwrap();
     session.set("theme", "dark");
-    session.set("greeting", "grüß dich 👋 \"quoted\" \\ ' ; DROP TABLE sessions; --");
+    session.set(
+        "greeting",
+        "grüß dich 👋 \"quoted\" \\ ' ; DROP TABLE sessions; --",
+    );
     session.set("", "empty key");
     session.set_user(42);
     driver.take();
@@ -193,7 +202,10 @@ async fn saving_again_updates_the_row_and_the_trigger_moves_updated_at() {
     store.save(&mut session).await.unwrap();
     assert_eq!(row_count(&db).await, 1);
     assert_eq!(session.created_at, first.created_at);
-    assert!(session.updated_at > first.updated_at, "the trigger sets updated_at");
+    assert!(
+        session.updated_at > first.updated_at,
+        "the trigger sets updated_at"
+    );
     assert_eq!(store.load(&session.id).await.unwrap().get("n"), Some("2"));
 }
 
@@ -242,7 +254,11 @@ async fn the_token_is_never_stored_only_its_sha256() {
         .await
         .unwrap();
     assert!(row.get::<_, bool>(0), "the key is the token's SHA-256");
-    assert_eq!(row.get::<_, i32>(1), 0, "the token appears nowhere in the row");
+    assert_eq!(
+        row.get::<_, i32>(1),
+        0,
+        "the token appears nowhere in the row"
+    );
 }
 
 #[tokio::test]
@@ -250,7 +266,10 @@ async fn load_of_an_unknown_id_is_not_found() {
     let db = TestDb::new().await;
     let store = db.store().await;
     let unknown = "0".repeat(64);
-    assert!(matches!(store.load(&unknown).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.load(&unknown).await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 #[tokio::test]
@@ -293,8 +312,14 @@ async fn load_rejects_an_expired_session_without_its_data() {
     store.save(&mut session).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(store.is_expired(&session).await.unwrap());
-    assert!(matches!(store.load(&session.id).await, Err(StoreError::Expired)));
-    assert!(matches!(store.save(&mut session).await, Err(StoreError::Expired)));
+    assert!(matches!(
+        store.load(&session.id).await,
+        Err(StoreError::Expired)
+    ));
+    assert!(matches!(
+        store.save(&mut session).await,
+        Err(StoreError::Expired)
+    ));
     assert!(matches!(
         store.regenerate_id(&mut session).await,
         Err(StoreError::Expired)
@@ -311,7 +336,10 @@ async fn delete_removes_the_session_and_says_whether_it_existed() {
     assert!(store.delete(&session.id).await.unwrap());
     assert_eq!(driver.take(), 1, "delete is one round trip");
     assert!(!store.delete(&session.id).await.unwrap());
-    assert!(matches!(store.load(&session.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.load(&session.id).await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 #[tokio::test]
@@ -395,7 +423,10 @@ async fn regenerate_id_of_a_session_deleted_meanwhile_is_not_found_and_keeps_the
         store.regenerate_id(&mut session).await,
         Err(StoreError::NotFound)
     ));
-    assert_eq!(session, before, "a failed call leaves the session unchanged");
+    assert_eq!(
+        session, before,
+        "a failed call leaves the session unchanged"
+    );
     assert_eq!(row_count(&db).await, 0);
 }
 
@@ -427,11 +458,17 @@ async fn user_sessions_are_listed_newest_first_by_handle_and_revocable_one_by_on
         assert_eq!(s.user_id, 5);
         assert!(is_token(&s.handle));
         assert!(!tokens.contains(&s.handle), "a handle is not a token");
-        assert!(matches!(store.load(&s.handle).await, Err(StoreError::NotFound)));
+        assert!(matches!(
+            store.load(&s.handle).await,
+            Err(StoreError::NotFound)
+        ));
     }
     assert!(store.revoke_session(&listed[1].handle).await.unwrap());
     assert!(!store.revoke_session(&listed[1].handle).await.unwrap());
-    assert!(matches!(store.load(&tokens[1]).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.load(&tokens[1]).await,
+        Err(StoreError::NotFound)
+    ));
     assert!(store.load(&tokens[0]).await.is_ok());
     assert!(store.load(&tokens[2]).await.is_ok());
     assert!(store.get_user_sessions(404).await.unwrap().is_empty());
@@ -497,7 +534,10 @@ async fn data_with_nul_characters_is_rejected_and_nothing_is_written() {
         let mut changed = session.clone();
         changed.set(key, value);
         let err = store.save(&mut changed).await.unwrap_err();
-        assert!(matches!(&err, StoreError::InvalidData(m) if m.contains("NUL")), "{err:?}");
+        assert!(
+            matches!(&err, StoreError::InvalidData(m) if m.contains("NUL")),
+            "{err:?}"
+        );
         assert!(!err.to_string().contains("xyz"), "the value is not echoed");
     }
     let stored = store.load(&session.id).await.unwrap();
@@ -511,12 +551,18 @@ async fn oversized_data_is_rejected_with_the_limit_in_the_message() {
     let mut session = store.new_session(600).await.unwrap();
     session.set("blob", "x".repeat(1 << 20));
     let err = store.save(&mut session).await.unwrap_err();
-    assert!(matches!(&err, StoreError::InvalidData(m) if m.contains("1048576")), "{err:?}");
+    assert!(
+        matches!(&err, StoreError::InvalidData(m) if m.contains("1048576")),
+        "{err:?}"
+    );
     assert_eq!(row_count(&db).await, 0);
 
     session.set("blob", "x".repeat(512 << 10));
     store.save(&mut session).await.unwrap();
-    assert_eq!(store.load(&session.id).await.unwrap().data["blob"].len(), 512 << 10);
+    assert_eq!(
+        store.load(&session.id).await.unwrap().data["blob"].len(),
+        512 << 10
+    );
 }
 
 #[tokio::test]
@@ -587,8 +633,17 @@ async fn set_cookie_header_carries_every_configured_attribute() {
     let header = store.set_cookie_header(&session, true).await.unwrap();
     let parts: Vec<&str> = header.split("; ").collect();
     assert_eq!(parts[0], format!("sid={}", session.id));
-    for attribute in ["Path=/app", "Domain=example.com", "HttpOnly", "Secure", "SameSite=Lax"] {
-        assert!(parts.contains(&attribute), "{attribute} missing in {header}");
+    for attribute in [
+        "Path=/app",
+        "Domain=example.com",
+        "HttpOnly",
+        "Secure",
+        "SameSite=Lax",
+    ] {
+        assert!(
+            parts.contains(&attribute),
+            "{attribute} missing in {header}"
+        );
     }
     let max_age: i64 = parts
         .iter()
@@ -597,10 +652,17 @@ async fn set_cookie_header_carries_every_configured_attribute() {
         .parse()
         .unwrap();
     assert!((3595..=3600).contains(&max_age), "{max_age}");
-    assert!(parts.iter().any(|p| p.starts_with("Expires=") && p.ends_with(" GMT")));
+    assert!(
+        parts
+            .iter()
+            .any(|p| p.starts_with("Expires=") && p.ends_with(" GMT"))
+    );
 
     let plain = store.set_cookie_header(&session, false).await.unwrap();
-    assert!(!plain.split("; ").any(|p| p == "Secure"), "Secure follows the request");
+    assert!(
+        !plain.split("; ").any(|p| p == "Secure"),
+        "Secure follows the request"
+    );
 
     let removal = store.removal_cookie_header(true).await.unwrap();
     assert!(removal.starts_with("sid=; "));
@@ -634,8 +696,14 @@ async fn session_id_is_read_from_cookie_headers_and_garbage_is_ignored() {
         (format!("varel_session={token}"), Some(&token)),
         (format!("a=b; varel_session={token}; c=d"), Some(&token)),
         (format!("varel_session=\"{token}\""), Some(&token)),
-        (format!("varel_session=nothex; varel_session={token}"), Some(&token)),
-        (format!("varel_session={token}; varel_session={other}"), Some(&token)),
+        (
+            format!("varel_session=nothex; varel_session={token}"),
+            Some(&token),
+        ),
+        (
+            format!("varel_session={token}; varel_session={other}"),
+            Some(&token),
+        ),
         (format!("other_session={token}"), None),
         ("varel_session".to_owned(), None),
         ("=;;;==; varel_session=\u{0}\u{7f}é".to_owned(), None),
@@ -714,8 +782,18 @@ async fn many_concurrent_calls_each_get_their_own_instance() {
 #[test]
 fn the_component_imports_only_sql_entropy_and_the_wasi_basics_std_needs() {
     let world = wasm_sessions::component_world(wasm_sessions::BUNDLED_COMPONENT).unwrap();
-    assert!(world.imports.iter().any(|i| i == "wasm-sessions:store/sql@0.1.0"));
-    assert!(world.imports.iter().any(|i| i == "wasm-sessions:store/entropy@0.1.0"));
+    assert!(
+        world
+            .imports
+            .iter()
+            .any(|i| i == "wasm-sessions:store/sql@0.1.0")
+    );
+    assert!(
+        world
+            .imports
+            .iter()
+            .any(|i| i == "wasm-sessions:store/entropy@0.1.0")
+    );
     for import in &world.imports {
         let allowed = import.starts_with("wasm-sessions:store/")
             || import.starts_with("wasi:cli/")

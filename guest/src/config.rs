@@ -1,6 +1,9 @@
 //! Cookie and lifetime configuration: the defaults and the rules a configuration must meet.
 
-use crate::bindings::exports::wasm_sessions::store::store::{Config, SameSite, StoreError};
+use crate::bindings::exports::wasm_sessions::store::store::{
+    Concurrency, Config, SameSite, StoreError,
+};
+use crate::session::DEFAULT_MAX_DATA_BYTES;
 
 /// The longest session lifetime accepted, in seconds: 400 days, the cap browsers apply to cookies.
 pub const MAX_AGE_LIMIT: i64 = 34_560_000;
@@ -10,9 +13,11 @@ pub const MAX_NAME_LEN: usize = 256;
 pub const MAX_PATH_LEN: usize = 1024;
 /// The longest cookie domain accepted, in bytes.
 pub const MAX_DOMAIN_LEN: usize = 253;
+/// The largest `max-data-bytes` accepted (8 MiB): the guest's memory must hold a few copies of the data.
+pub const MAX_DATA_BYTES_LIMIT: u32 = 8 << 20;
 
 /// The default configuration: `varel_session`, one day, `HttpOnly`, `Secure` by scheme,
-/// `SameSite=Strict`, no domain, path `/`.
+/// `SameSite=Strict`, no domain, path `/`, no idle timeout, 1 MiB of data, optimistic concurrency.
 pub fn default_config() -> Config {
     Config {
         cookie_name: "varel_session".to_string(),
@@ -22,6 +27,9 @@ pub fn default_config() -> Config {
         same_site: SameSite::Strict,
         domain: None,
         path: "/".to_string(),
+        idle_timeout: None,
+        max_data_bytes: DEFAULT_MAX_DATA_BYTES,
+        concurrency: Concurrency::Optimistic,
     }
 }
 
@@ -41,7 +49,22 @@ fn check(config: &Config) -> Result<(), String> {
     if let Some(domain) = &config.domain {
         check_domain(domain)?;
     }
-    check_prefixes(config)
+    check_prefixes(config)?;
+    if let Some(idle) = config.idle_timeout
+        && !(1..=config.max_age).contains(&idle)
+    {
+        return Err(format!(
+            "idle-timeout must be between 1 second and max-age ({}), got {idle}",
+            config.max_age
+        ));
+    }
+    if !(2..=MAX_DATA_BYTES_LIMIT).contains(&config.max_data_bytes) {
+        return Err(format!(
+            "max-data-bytes must be between 2 and {MAX_DATA_BYTES_LIMIT}, got {}",
+            config.max_data_bytes
+        ));
+    }
+    Ok(())
 }
 
 /// Whether `b` is an RFC 7230 `tchar`.

@@ -43,25 +43,30 @@ impl Guest for Component {
         }
     }
 
-    fn new_session(max_age: i64) -> Result<Session, StoreError> {
+    fn new_session(config: Config, max_age: i64) -> Result<Session, StoreError> {
         session::check_max_age(max_age)?;
-        session::new_session(token::generate()?, max_age, clock::now_micros())
+        session::new_session(
+            token::generate()?,
+            max_age,
+            config.idle_timeout,
+            clock::now_micros(),
+        )
     }
 
     fn is_expired(session: Session) -> bool {
         session::is_expired(session.expires_at, clock::now_micros())
     }
 
-    fn regenerate_id(session: Session) -> Result<Session, StoreError> {
-        store::regenerate_id(session, clock::now_micros(), token::generate)
+    fn regenerate_id(config: Config, session: Session) -> Result<Session, StoreError> {
+        store::regenerate_id(&config, session, clock::now_micros(), token::generate)
     }
 
-    fn save(session: Session) -> Result<Session, StoreError> {
-        store::save(session, clock::now_micros())
+    fn save(config: Config, session: Session) -> Result<Session, StoreError> {
+        store::save(&config, session, clock::now_micros())
     }
 
-    fn load(id: String) -> Result<Session, StoreError> {
-        store::load(id, clock::now_micros())
+    fn load(config: Config, id: String) -> Result<Session, StoreError> {
+        store::load(&config, id, clock::now_micros())
     }
 
     fn delete(id: String) -> Result<bool, StoreError> {
@@ -80,6 +85,10 @@ impl Guest for Component {
         store::delete_user_sessions(user_id)
     }
 
+    fn delete_user_sessions_except(user_id: i64, keep_id: String) -> Result<u64, StoreError> {
+        store::delete_user_sessions_except(user_id, &keep_id)
+    }
+
     fn revoke_session(handle: String) -> Result<bool, StoreError> {
         store::revoke(&handle)
     }
@@ -92,7 +101,7 @@ impl Guest for Component {
         cookie::set_cookie(
             &config,
             &session.id,
-            session.expires_at,
+            session.absolute_expires_at,
             clock::now_micros(),
             request_is_secure,
         )

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use crate::bindings::exports::wasm_sessions::store::store::{Session, StoreError};
 use crate::config::MAX_AGE_LIMIT;
 
-/// The largest serialized session data accepted, in bytes (1 MiB).
-pub const MAX_DATA_BYTES: usize = 1_048_576;
+/// The default limit on serialized session data, in bytes (1 MiB).
+pub const DEFAULT_MAX_DATA_BYTES: u32 = 1_048_576;
 
 /// Microseconds in one second.
 pub const MICROS_PER_SECOND: i64 = 1_000_000;
@@ -14,19 +14,44 @@ pub const MICROS_PER_SECOND: i64 = 1_000_000;
 /// Session data keyed and sorted by key.
 pub type Data = BTreeMap<String, String>;
 
-/// Creates an unsaved session with token `id`, created at `now` and expiring `max_age` seconds later.
+/// Creates an unsaved session with token `id`, created at `now`, whose absolute deadline is `max_age`
+/// seconds later and whose idle deadline is `idle_timeout` seconds later (if set).
 /// `max_age` must be in `1..=34_560_000`, else `invalid-data`.
-pub fn new_session(id: String, max_age: i64, now: i64) -> Result<Session, StoreError> {
+pub fn new_session(
+    id: String,
+    max_age: i64,
+    idle_timeout: Option<i64>,
+    now: i64,
+) -> Result<Session, StoreError> {
     check_max_age(max_age)?;
+    let absolute = now.saturating_add(max_age.saturating_mul(MICROS_PER_SECOND));
     Ok(Session {
         id,
         data: Vec::new(),
         user_id: None,
         created_at: now,
-        expires_at: now.saturating_add(max_age.saturating_mul(MICROS_PER_SECOND)),
+        expires_at: active_deadline(absolute, idle_timeout, now),
+        absolute_expires_at: absolute,
         updated_at: now,
+        version: 0,
         is_saved: false,
     })
+}
+
+/// The deadline after activity at `now`: `idle_timeout` seconds on, never past `absolute`.
+pub fn active_deadline(absolute: i64, idle_timeout: Option<i64>, now: i64) -> i64 {
+    match idle_timeout {
+        Some(idle) => absolute.min(now.saturating_add(idle.saturating_mul(MICROS_PER_SECOND))),
+        None => absolute,
+    }
+}
+
+/// How far ahead of `now` an idle deadline must already be for `load` not to extend it: extensions are
+/// written at most once per tenth of the timeout, and at least one second apart.
+pub fn touch_threshold(idle_timeout: i64, now: i64) -> i64 {
+    let idle = idle_timeout.saturating_mul(MICROS_PER_SECOND);
+    let step = (idle / 10).max(MICROS_PER_SECOND);
+    now.saturating_add(idle.saturating_sub(step))
 }
 
 /// Checks a session lifetime in seconds: `1..=34_560_000`, else `invalid-data`.
@@ -58,8 +83,8 @@ pub fn to_pairs(data: Data) -> Vec<(String, String)> {
 /// Validates data for storage and returns its JSON object text.
 ///
 /// Keys and values must not contain NUL (PostgreSQL JSONB cannot store it) and the JSON must be at most
-/// 1 MiB. Messages never include the offending key or value.
-pub fn encode(data: &Data) -> Result<String, StoreError> {
+/// `max_bytes`. Messages never include the offending key or value.
+pub fn encode(data: &Data, max_bytes: u32) -> Result<String, StoreError> {
     for (key, value) in data {
         if key.contains('\0') {
             return Err(StoreError::InvalidData(
@@ -76,9 +101,9 @@ pub fn encode(data: &Data) -> Result<String, StoreError> {
     }
     let json = serde_json::to_string(data)
         .map_err(|e| StoreError::InvalidData(format!("session data cannot be serialized: {e}")))?;
-    if json.len() > MAX_DATA_BYTES {
+    if json.len() > max_bytes as usize {
         return Err(StoreError::InvalidData(format!(
-            "session data serializes to {} bytes of JSON; the limit is {MAX_DATA_BYTES}",
+            "session data serializes to {} bytes of JSON; the limit is {max_bytes}",
             json.len()
         )));
     }
@@ -105,7 +130,7 @@ mod tests {
 
     #[test]
     fn new_session_fields() {
-        let s = new_session("t".to_string(), 60, 1_000).unwrap();
+        let s = new_session("t".to_string(), 60, None, 1_000).unwrap();
         assert_eq!(s.id, "t");
         assert!(s.data.is_empty());
         assert_eq!(s.user_id, None);
@@ -119,11 +144,11 @@ mod tests {
     fn new_session_max_age_bounds() {
         for bad in [0, -5, MAX_AGE_LIMIT + 1, i64::MIN, i64::MAX] {
             assert!(matches!(
-                new_session(String::new(), bad, 0),
+                new_session(String::new(), bad, None, 0),
                 Err(StoreError::InvalidData(_))
             ));
         }
-        let s = new_session(String::new(), MAX_AGE_LIMIT, i64::MAX - 1).unwrap();
+        let s = new_session(String::new(), MAX_AGE_LIMIT, None, i64::MAX - 1).unwrap();
         assert_eq!(s.expires_at, i64::MAX);
     }
 
@@ -143,16 +168,16 @@ mod tests {
     #[test]
     fn encode_round_trips() {
         let map = to_map(&pairs(&[("", "empty key"), ("k", "v\"\\\n"), ("ü", "✓")]));
-        let json = encode(&map).unwrap();
+        let json = encode(&map, DEFAULT_MAX_DATA_BYTES).unwrap();
         assert!(json.starts_with('{'));
         assert_eq!(decode(&json).unwrap(), map);
-        assert_eq!(encode(&Data::new()).unwrap(), "{}");
+        assert_eq!(encode(&Data::new(), DEFAULT_MAX_DATA_BYTES).unwrap(), "{}");
     }
 
     #[test]
     fn nul_rejected_without_echo() {
         let secret = "s3cret\0";
-        let err = encode(&to_map(&pairs(&[("k", secret)]))).unwrap_err();
+        let err = encode(&to_map(&pairs(&[("k", secret)])), DEFAULT_MAX_DATA_BYTES).unwrap_err();
         match err {
             StoreError::InvalidData(m) => {
                 assert!(m.contains("value") && m.contains("NUL"), "{m}");
@@ -160,7 +185,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        match encode(&to_map(&pairs(&[("a\0b", "v")]))).unwrap_err() {
+        match encode(&to_map(&pairs(&[("a\0b", "v")])), DEFAULT_MAX_DATA_BYTES).unwrap_err() {
             StoreError::InvalidData(m) => assert!(m.contains("key"), "{m}"),
             other => panic!("{other:?}"),
         }
@@ -169,10 +194,10 @@ mod tests {
     #[test]
     fn size_limit() {
         // {"k":"..."} is 8 bytes of framing.
-        let fits = "x".repeat(MAX_DATA_BYTES - 8);
-        assert!(encode(&to_map(&pairs(&[("k", &fits)]))).is_ok());
-        let over = "x".repeat(MAX_DATA_BYTES - 7);
-        match encode(&to_map(&pairs(&[("k", &over)]))).unwrap_err() {
+        let fits = "x".repeat(DEFAULT_MAX_DATA_BYTES as usize - 8);
+        assert!(encode(&to_map(&pairs(&[("k", &fits)])), DEFAULT_MAX_DATA_BYTES).is_ok());
+        let over = "x".repeat(DEFAULT_MAX_DATA_BYTES as usize - 7);
+        match encode(&to_map(&pairs(&[("k", &over)])), DEFAULT_MAX_DATA_BYTES).unwrap_err() {
             StoreError::InvalidData(m) => {
                 assert!(m.contains("1048577") && m.contains("1048576"), "{m}")
             }

@@ -1,6 +1,8 @@
 //! The SQL the store sends through the host's `sql-query`, and strict decoding of the rows it gets back.
 
-use crate::bindings::exports::wasm_sessions::store::store::{Session, StoreError, UserSession};
+use crate::bindings::exports::wasm_sessions::store::store::{
+    Concurrency, Config, Session, StoreError, UserSession,
+};
 use crate::bindings::wasm_sessions::store::sql::{RowSet, SqlValue, sql_query};
 use crate::session::{self, Data};
 use crate::token;
@@ -8,19 +10,36 @@ use crate::token;
 /// Rows removed per cleanup batch.
 pub const CLEANUP_BATCH: i64 = 1000;
 
-const UPSERT: &str = "INSERT INTO sessions (id_hash, data, user_id, created_at, expires_at) \
-VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id_hash) DO UPDATE SET data = EXCLUDED.data, \
-user_id = EXCLUDED.user_id, expires_at = EXCLUDED.expires_at RETURNING created_at, updated_at";
-const SELECT_ONE: &str =
-    "SELECT data, user_id, created_at, expires_at, updated_at FROM sessions WHERE id_hash = $1";
+const INSERT: &str = "INSERT INTO sessions \
+(id_hash, data, user_id, created_at, expires_at, absolute_expires_at) \
+VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id_hash) DO NOTHING \
+RETURNING created_at, updated_at, version";
+/// `$7` is the version the session was loaded at (optimistic) or NULL (last write wins).
+const UPDATE: &str = "UPDATE sessions SET id_hash = $2, data = $3, user_id = $4, expires_at = $5, \
+absolute_expires_at = $6, version = version + 1 \
+WHERE id_hash = $1 AND ($7::bigint IS NULL OR version = $7) \
+RETURNING created_at, updated_at, version";
+const SELECT_ONE: &str = "SELECT data, user_id, created_at, expires_at, absolute_expires_at, \
+updated_at, version FROM sessions WHERE id_hash = $1";
+/// Loads and, when the idle deadline is nearer than the threshold `$4`, extends it to `$3` (capped by
+/// the absolute deadline) in the same statement. The extension does not change the version.
+const SELECT_ONE_AND_TOUCH: &str = "WITH touched AS (\
+UPDATE sessions SET expires_at = LEAST($3, COALESCE(absolute_expires_at, expires_at)) \
+WHERE id_hash = $1 AND expires_at > $2 AND expires_at < $4 \
+AND COALESCE(absolute_expires_at, expires_at) > expires_at \
+RETURNING expires_at, updated_at) \
+SELECT s.data, s.user_id, s.created_at, \
+COALESCE((SELECT expires_at FROM touched), s.expires_at) AS expires_at, \
+s.absolute_expires_at, COALESCE((SELECT updated_at FROM touched), s.updated_at) AS updated_at, \
+s.version FROM sessions s WHERE s.id_hash = $1";
+const EXISTS: &str = "SELECT version FROM sessions WHERE id_hash = $1";
 const DELETE_ONE: &str = "DELETE FROM sessions WHERE id_hash = $1";
-const MOVE: &str = "UPDATE sessions SET id_hash = $1, data = $2, user_id = $3, expires_at = $4 \
-WHERE id_hash = $5 RETURNING created_at, updated_at";
 const CLEANUP: &str = "DELETE FROM sessions WHERE id_hash IN (SELECT id_hash FROM sessions \
 WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)";
 const SELECT_USER: &str = "SELECT id_hash, data, created_at, expires_at, updated_at FROM sessions \
 WHERE user_id = $1 AND expires_at > $2 ORDER BY created_at DESC, id_hash";
 const DELETE_USER: &str = "DELETE FROM sessions WHERE user_id = $1";
+const DELETE_USER_EXCEPT: &str = "DELETE FROM sessions WHERE user_id = $1 AND id_hash <> $2";
 
 /// Runs one statement, mapping a SQL failure to `database`.
 fn run(statement: &str, params: &[SqlValue]) -> Result<RowSet, StoreError> {
@@ -32,39 +51,110 @@ fn user_param(user_id: Option<i64>) -> SqlValue {
     user_id.map_or(SqlValue::Null, SqlValue::Int64)
 }
 
-/// Inserts or updates the session (one statement); `now` decides expiry. Returns it saved, with the
-/// stored timestamps and its data sorted and de-duplicated.
-pub fn save(s: Session, now: i64) -> Result<Session, StoreError> {
-    let hash = token::validated_hash(&s.id)?;
-    let data = session::to_map(&s.data);
-    let json = session::encode(&data)?;
+/// A version as a parameter (versions count saves and stay far below `i64::MAX`).
+fn version_param(version: u64) -> SqlValue {
+    SqlValue::Int64(i64::try_from(version).unwrap_or(i64::MAX))
+}
+
+/// Writes the session: a new one is inserted, a saved one updated (moved to `new_hash` when given).
+/// Saving is activity: with an idle timeout the idle deadline moves to `now + idle-timeout`.
+fn write(
+    config: &Config,
+    s: Session,
+    now: i64,
+    new_id: Option<String>,
+) -> Result<Session, StoreError> {
+    let old_hash = token::validated_hash(&s.id)?;
     if session::is_expired(s.expires_at, now) {
         return Err(StoreError::Expired);
     }
-    let rows = run(
-        UPSERT,
-        &[
-            SqlValue::Bytes(hash.to_vec()),
-            SqlValue::Json(json),
-            user_param(s.user_id),
-            SqlValue::Timestamp(s.created_at),
-            SqlValue::Timestamp(s.expires_at),
-        ],
-    )?;
-    let (created_at, updated_at) = stamps(&rows, "save")?;
+    let data = session::to_map(&s.data);
+    let json = session::encode(&data, config.max_data_bytes)?;
+    let expires_at = session::active_deadline(s.absolute_expires_at, config.idle_timeout, now);
+    let id = new_id.unwrap_or_else(|| s.id.clone());
+    let hash = token::hash(&id);
+    let rows = if s.is_saved {
+        let expected = match config.concurrency {
+            Concurrency::Optimistic => version_param(s.version),
+            Concurrency::LastWriteWins => SqlValue::Null,
+        };
+        run(
+            UPDATE,
+            &[
+                SqlValue::Bytes(old_hash.to_vec()),
+                SqlValue::Bytes(hash.to_vec()),
+                SqlValue::Json(json),
+                user_param(s.user_id),
+                SqlValue::Timestamp(expires_at),
+                SqlValue::Timestamp(s.absolute_expires_at),
+                expected,
+            ],
+        )?
+    } else {
+        run(
+            INSERT,
+            &[
+                SqlValue::Bytes(hash.to_vec()),
+                SqlValue::Json(json),
+                user_param(s.user_id),
+                SqlValue::Timestamp(s.created_at),
+                SqlValue::Timestamp(expires_at),
+                SqlValue::Timestamp(s.absolute_expires_at),
+            ],
+        )?
+    };
+    if rows.rows.is_empty() {
+        return Err(why_not_written(s.is_saved, old_hash)?);
+    }
+    let (created_at, updated_at, version) = stamps(&rows, "save")?;
     Ok(Session {
+        id,
         data: session::to_pairs(data),
         created_at,
+        expires_at,
         updated_at,
+        version,
         is_saved: true,
         ..s
     })
 }
 
+/// Why a write touched no row: an insert met an existing token (`conflict`); an update found the row
+/// gone (`not-found`) or at another version (`conflict`). Only this failure path sends a second statement.
+fn why_not_written(was_saved: bool, hash: [u8; 32]) -> Result<StoreError, StoreError> {
+    if !was_saved {
+        return Ok(StoreError::Conflict);
+    }
+    let rows = run(EXISTS, &[SqlValue::Bytes(hash.to_vec())])?;
+    Ok(if rows.rows.is_empty() {
+        StoreError::NotFound
+    } else {
+        StoreError::Conflict
+    })
+}
+
+/// Inserts a new session or updates a saved one (one statement on success).
+pub fn save(config: &Config, s: Session, now: i64) -> Result<Session, StoreError> {
+    write(config, s, now, None)
+}
+
 /// Loads the session with token `id`; `not-found` without a row, `expired` when it expired by `now`.
-pub fn load(id: String, now: i64) -> Result<Session, StoreError> {
+/// With an idle timeout, the same statement extends the idle deadline when it is due.
+pub fn load(config: &Config, id: String, now: i64) -> Result<Session, StoreError> {
     let hash = token::validated_hash(&id)?;
-    let rows = run(SELECT_ONE, &[SqlValue::Bytes(hash.to_vec())])?;
+    let key = SqlValue::Bytes(hash.to_vec());
+    let rows = match config.idle_timeout {
+        Some(idle) => run(
+            SELECT_ONE_AND_TOUCH,
+            &[
+                key,
+                SqlValue::Timestamp(now),
+                SqlValue::Timestamp(session::active_deadline(i64::MAX, Some(idle), now)),
+                SqlValue::Timestamp(session::touch_threshold(idle, now)),
+            ],
+        )?,
+        None => run(SELECT_ONE, &[key])?,
+    };
     let row = match rows.rows.len() {
         0 => return Err(StoreError::NotFound),
         1 => Row::new(&rows, 0)?,
@@ -80,7 +170,11 @@ pub fn load(id: String, now: i64) -> Result<Session, StoreError> {
         user_id: row.user_id("user_id")?,
         created_at: row.timestamp("created_at")?,
         expires_at,
+        absolute_expires_at: row
+            .optional_timestamp("absolute_expires_at")?
+            .unwrap_or(expires_at),
         updated_at: row.timestamp("updated_at")?,
+        version: row.version("version")?,
         is_saved: true,
     })
 }
@@ -103,14 +197,15 @@ fn delete_hash(hash: [u8; 32]) -> Result<bool, StoreError> {
     Ok(rows.rows_affected > 0)
 }
 
-/// Gives the session a fresh token; a saved session is moved to it in one statement.
-/// `new_token` draws the token, only once the session has passed validation.
+/// Gives the session a fresh token; a saved session is moved to it, with its current state, in one
+/// statement. `new_token` draws the token, only once the session has passed validation.
 pub fn regenerate_id(
+    config: &Config,
     s: Session,
     now: i64,
     new_token: impl FnOnce() -> Result<String, StoreError>,
 ) -> Result<Session, StoreError> {
-    let old_hash = token::validated_hash(&s.id)?;
+    token::validated_hash(&s.id)?;
     if session::is_expired(s.expires_at, now) {
         return Err(StoreError::Expired);
     }
@@ -120,32 +215,9 @@ pub fn regenerate_id(
             ..s
         });
     }
-    let data = session::to_map(&s.data);
-    let json = session::encode(&data)?;
+    session::encode(&session::to_map(&s.data), config.max_data_bytes)?;
     let id = new_token()?;
-    let new_hash = token::hash(&id);
-    let rows = run(
-        MOVE,
-        &[
-            SqlValue::Bytes(new_hash.to_vec()),
-            SqlValue::Json(json),
-            user_param(s.user_id),
-            SqlValue::Timestamp(s.expires_at),
-            SqlValue::Bytes(old_hash.to_vec()),
-        ],
-    )?;
-    if rows.rows.is_empty() {
-        return Err(StoreError::NotFound);
-    }
-    let (created_at, updated_at) = stamps(&rows, "regenerate-id")?;
-    Ok(Session {
-        id,
-        data: session::to_pairs(data),
-        created_at,
-        updated_at,
-        is_saved: true,
-        ..s
-    })
+    write(config, s, now, Some(id))
 }
 
 /// Deletes sessions that expired by `cutoff`, 1000 at a time, until a batch removes fewer.
@@ -189,8 +261,18 @@ pub fn delete_user_sessions(user_id: i64) -> Result<u64, StoreError> {
     Ok(run(DELETE_USER, &[SqlValue::Int64(user_id)])?.rows_affected)
 }
 
-/// `created_at` and `updated_at` from the single row a `RETURNING` statement gave back.
-fn stamps(rows: &RowSet, what: &str) -> Result<(i64, i64), StoreError> {
+/// Deletes all of the user's sessions but the one with token `keep_id`; returns how many were removed.
+pub fn delete_user_sessions_except(user_id: i64, keep_id: &str) -> Result<u64, StoreError> {
+    let keep = token::validated_hash(keep_id)?;
+    let rows = run(
+        DELETE_USER_EXCEPT,
+        &[SqlValue::Int64(user_id), SqlValue::Bytes(keep.to_vec())],
+    )?;
+    Ok(rows.rows_affected)
+}
+
+/// `created_at`, `updated_at` and `version` from the single row a `RETURNING` statement gave back.
+fn stamps(rows: &RowSet, what: &str) -> Result<(i64, i64, u64), StoreError> {
     if rows.rows.len() != 1 {
         return Err(unexpected(format!(
             "{what} returned {} rows, expected 1",
@@ -198,7 +280,11 @@ fn stamps(rows: &RowSet, what: &str) -> Result<(i64, i64), StoreError> {
         )));
     }
     let row = Row::new(rows, 0)?;
-    Ok((row.timestamp("created_at")?, row.timestamp("updated_at")?))
+    Ok((
+        row.timestamp("created_at")?,
+        row.timestamp("updated_at")?,
+        row.version("version")?,
+    ))
 }
 
 /// An `unexpected-result` error.
@@ -246,6 +332,25 @@ impl<'a> Row<'a> {
         match self.get(name)? {
             SqlValue::Timestamp(t) => Ok(*t),
             other => Err(wrong(name, "timestamp", other)),
+        }
+    }
+
+    /// A nullable `timestamp` column.
+    fn optional_timestamp(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        match self.get(name)? {
+            SqlValue::Timestamp(t) => Ok(Some(*t)),
+            SqlValue::Null => Ok(None),
+            other => Err(wrong(name, "timestamp or null", other)),
+        }
+    }
+
+    /// A non-negative `int64` column holding a version.
+    fn version(&self, name: &str) -> Result<u64, StoreError> {
+        match self.get(name)? {
+            SqlValue::Int64(v) => {
+                u64::try_from(*v).map_err(|_| unexpected(format!("column {name} is negative")))
+            }
+            other => Err(wrong(name, "int64", other)),
         }
     }
 

@@ -7,7 +7,7 @@ use crate::bindings::exports::wasm_sessions::store::store as wit;
 use crate::bindings::wasm_sessions::store::sql as wit_sql;
 use crate::driver::{RowSet, SqlError, SqlValue};
 use crate::error::StoreError;
-use crate::session::{Config, SameSite, Session, UserSession};
+use crate::session::{Concurrency, Config, SameSite, Session, UserSession};
 
 /// Microseconds since the epoch → `SystemTime` (saturating at the representable range).
 pub(crate) fn time_from_micros(micros: i64) -> SystemTime {
@@ -42,7 +42,9 @@ pub(crate) fn session_from_wit(s: wit::Session) -> Session {
         user_id: s.user_id,
         created_at: time_from_micros(s.created_at),
         expires_at: time_from_micros(s.expires_at),
+        absolute_expires_at: time_from_micros(s.absolute_expires_at),
         updated_at: time_from_micros(s.updated_at),
+        version: s.version,
         is_saved: s.is_saved,
     }
 }
@@ -54,7 +56,9 @@ pub(crate) fn session_to_wit(s: &Session) -> wit::Session {
         user_id: s.user_id,
         created_at: micros_from_time(s.created_at),
         expires_at: micros_from_time(s.expires_at),
+        absolute_expires_at: micros_from_time(s.absolute_expires_at),
         updated_at: micros_from_time(s.updated_at),
+        version: s.version,
         is_saved: s.is_saved,
     }
 }
@@ -83,6 +87,12 @@ pub(crate) fn config_from_wit(c: wit::Config) -> Config {
         },
         domain: c.domain,
         path: c.path,
+        idle_timeout: c.idle_timeout,
+        max_data_bytes: c.max_data_bytes,
+        concurrency: match c.concurrency {
+            wit::Concurrency::Optimistic => Concurrency::Optimistic,
+            wit::Concurrency::LastWriteWins => Concurrency::LastWriteWins,
+        },
     }
 }
 
@@ -99,6 +109,12 @@ pub(crate) fn config_to_wit(c: &Config) -> wit::Config {
         },
         domain: c.domain.clone(),
         path: c.path.clone(),
+        idle_timeout: c.idle_timeout,
+        max_data_bytes: c.max_data_bytes,
+        concurrency: match c.concurrency {
+            Concurrency::Optimistic => wit::Concurrency::Optimistic,
+            Concurrency::LastWriteWins => wit::Concurrency::LastWriteWins,
+        },
     }
 }
 
@@ -111,6 +127,7 @@ pub(crate) fn store_error_from_wit(e: wit::StoreError) -> StoreError {
         wit::StoreError::InvalidData(m) => StoreError::InvalidData(m),
         wit::StoreError::Database(e) => StoreError::Database(sql_error_from_wit(e)),
         wit::StoreError::UnexpectedResult(m) => StoreError::UnexpectedResult(m),
+        wit::StoreError::Conflict => StoreError::Conflict,
     }
 }
 
@@ -215,6 +232,9 @@ mod tests {
             same_site: SameSite::None,
             domain: Some("example.com".into()),
             path: "/app".into(),
+            idle_timeout: Some(30),
+            max_data_bytes: 4096,
+            concurrency: Concurrency::LastWriteWins,
         };
         assert_eq!(config_from_wit(config_to_wit(&config)), config);
     }

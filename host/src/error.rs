@@ -24,6 +24,10 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error")]
     Database(#[source] SqlError),
+    /// Another writer saved the session since this copy was loaded (optimistic concurrency); reload it
+    /// and reapply the change. Nothing was written.
+    #[error("the session was changed by another request; reload it and retry")]
+    Conflict,
     /// The database answered with something the guest did not expect.
     #[error("unexpected database result: {0}")]
     UnexpectedResult(String),

@@ -38,5 +38,5 @@ pub use entropy::{EntropyError, EntropySource, OsEntropy};
 pub use error::{BuildError, StoreError};
 pub use inspect::{ComponentWorld, component_world};
 pub use postgres::{PostgresDriver, PostgresError, PostgresOptions};
-pub use session::{Config, SameSite, Session, UserSession};
+pub use session::{Concurrency, Config, SameSite, Session, UserSession};
 pub use store::{BUNDLED_COMPONENT, GUEST_MEMORY_LIMIT, SessionStore, SessionStoreBuilder};

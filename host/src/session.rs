@@ -21,10 +21,14 @@ pub struct Session {
     pub user_id: Option<i64>,
     /// When the session was created.
     pub created_at: SystemTime,
-    /// When the session stops being valid.
+    /// When the session stops being valid: the idle deadline or the absolute one, whichever is first.
     pub expires_at: SystemTime,
+    /// The absolute deadline (creation + max-age), which no activity extends.
+    pub absolute_expires_at: SystemTime,
     /// When the stored row was last written (set by the database).
     pub updated_at: SystemTime,
+    /// The stored version this copy was loaded or saved at (optimistic concurrency); 0 when unsaved.
+    pub version: u64,
     /// True when the session exists in the database.
     pub is_saved: bool,
 }
@@ -37,7 +41,9 @@ impl std::fmt::Debug for Session {
             .field("user_id", &self.user_id)
             .field("created_at", &self.created_at)
             .field("expires_at", &self.expires_at)
+            .field("absolute_expires_at", &self.absolute_expires_at)
             .field("updated_at", &self.updated_at)
+            .field("version", &self.version)
             .field("is_saved", &self.is_saved)
             .finish()
     }
@@ -127,9 +133,21 @@ pub enum SameSite {
     None,
 }
 
-/// Cookie and lifetime settings. The defaults come from the guest
+/// What [`SessionStore::save`](crate::SessionStore::save) does when another writer saved the session
+/// since this copy was loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Concurrency {
+    /// The save fails with [`StoreError::Conflict`](crate::StoreError::Conflict); reload the session and
+    /// reapply the change (the default).
+    Optimistic,
+    /// The later save overwrites the earlier one (the seed's behaviour): a concurrent write can be lost.
+    LastWriteWins,
+}
+
+/// Cookie, lifetime and storage settings. The defaults come from the guest
 /// ([`SessionStore::builder`](crate::SessionStore::builder) starts from them): cookie `varel_session`,
-/// 86400 s, `HttpOnly`, `Secure` from the request's scheme, `SameSite=Strict`, path `/`, no domain.
+/// 86400 s, `HttpOnly`, `Secure` from the request's scheme, `SameSite=Strict`, path `/`, no domain, no
+/// idle timeout, 1 MiB of data, optimistic concurrency.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// The cookie's name.
@@ -146,4 +164,11 @@ pub struct Config {
     pub domain: Option<String>,
     /// The cookie's `Path`.
     pub path: String,
+    /// Idle timeout in seconds: a session unused this long expires; use extends it (never past the
+    /// absolute deadline), written at most once per tenth of the timeout.
+    pub idle_timeout: Option<i64>,
+    /// The largest serialized session data accepted, in bytes.
+    pub max_data_bytes: u32,
+    /// What a save does after a concurrent save.
+    pub concurrency: Concurrency,
 }

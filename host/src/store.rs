@@ -245,7 +245,8 @@ impl SessionStore {
     /// # Errors
     /// [`StoreError::InvalidData`] for a non-positive or too-long `max_age`.
     pub async fn new_session(&self, max_age: i64) -> Result<Session, StoreError> {
-        call_guest!(self, "new_session", call_new_session(max_age))?
+        let config = config_to_wit(self.config());
+        call_guest!(self, "new_session", call_new_session(&config, max_age))?
             .map(session_from_wit)
             .map_err(store_error_from_wit)
     }
@@ -269,10 +270,11 @@ impl SessionStore {
     /// [`StoreError::NotFound`] if the saved session was deleted meanwhile, [`StoreError::Expired`],
     /// [`StoreError::InvalidData`], [`StoreError::Database`]. On error `session` is unchanged.
     pub async fn regenerate_id(&self, session: &mut Session) -> Result<(), StoreError> {
+        let config = config_to_wit(self.config());
         let renewed = call_guest!(
             self,
             "regenerate_id",
-            call_regenerate_id(&session_to_wit(session))
+            call_regenerate_id(&config, &session_to_wit(session))
         )?
         .map_err(store_error_from_wit)?;
         *session = session_from_wit(renewed);
@@ -286,7 +288,8 @@ impl SessionStore {
     /// [`StoreError::Expired`], [`StoreError::Database`]. On error nothing is written and `session` is
     /// unchanged.
     pub async fn save(&self, session: &mut Session) -> Result<(), StoreError> {
-        let saved = call_guest!(self, "save", call_save(&session_to_wit(session)))?
+        let config = config_to_wit(self.config());
+        let saved = call_guest!(self, "save", call_save(&config, &session_to_wit(session)))?
             .map_err(store_error_from_wit)?;
         *session = session_from_wit(saved);
         Ok(())
@@ -298,7 +301,8 @@ impl SessionStore {
     /// [`StoreError::InvalidId`] (no SQL sent), [`StoreError::NotFound`], [`StoreError::Expired`] (no data
     /// returned), [`StoreError::Database`].
     pub async fn load(&self, id: &str) -> Result<Session, StoreError> {
-        call_guest!(self, "load", call_load(id))?
+        let config = config_to_wit(self.config());
+        call_guest!(self, "load", call_load(&config, id))?
             .map(session_from_wit)
             .map_err(store_error_from_wit)
     }
@@ -338,6 +342,24 @@ impl SessionStore {
             self,
             "delete_user_sessions",
             call_delete_user_sessions(user_id)
+        )?
+        .map_err(store_error_from_wit)
+    }
+
+    /// Deletes every session of the user except the one with token `keep_id` ("log out my other
+    /// devices"); returns how many were removed.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidId`] for a malformed `keep_id` (nothing is deleted), [`StoreError::Database`].
+    pub async fn delete_user_sessions_except(
+        &self,
+        user_id: i64,
+        keep_id: &str,
+    ) -> Result<u64, StoreError> {
+        call_guest!(
+            self,
+            "delete_user_sessions_except",
+            call_delete_user_sessions_except(user_id, keep_id)
         )?
         .map_err(store_error_from_wit)
     }

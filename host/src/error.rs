@@ -31,6 +31,21 @@ pub enum StoreError {
     /// The database answered with something the guest did not expect.
     #[error("unexpected database result: {0}")]
     UnexpectedResult(String),
+    /// The guest used up the fuel one call may burn (it looped or worked far too long) and was stopped.
+    /// The host keeps serving other calls.
+    #[error("the session component was stopped: it exceeded its per-call fuel")]
+    FuelExhausted,
+    /// The guest tried to grow its memory past the limit and was stopped. The host keeps serving other
+    /// calls.
+    #[error(
+        "the session component was stopped: it asked for {desired} bytes of memory, the limit is {limit}"
+    )]
+    MemoryLimit {
+        /// The memory size the guest asked for, in bytes.
+        desired: usize,
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// The guest could not be instantiated, trapped, or returned a value the host cannot represent. The
     /// host keeps serving other calls.
     #[error("the session component failed")]
@@ -38,7 +53,17 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Sorts a failed guest call: the sandbox limits get their own variants, anything else is `Guest`.
     pub(crate) fn guest(error: wasmtime::Error) -> Self {
+        if error.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::OutOfFuel) {
+            return StoreError::FuelExhausted;
+        }
+        if let Some(limit) = error.downcast_ref::<crate::host::MemoryLimitExceeded>() {
+            return StoreError::MemoryLimit {
+                desired: limit.desired,
+                limit: limit.limit,
+            };
+        }
         StoreError::Guest(error.into_boxed_dyn_error())
     }
 }

@@ -15,6 +15,50 @@ use crate::entropy::EntropySource;
 /// The most bytes one `random-bytes` call may ask for; more is a guest bug and stops the call.
 pub(crate) const MAX_RANDOM_BYTES: u32 = 4096;
 
+/// A guest tried to grow its linear memory past the limit; the call is stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("the guest asked for {desired} bytes of memory; the limit is {limit}")]
+pub(crate) struct MemoryLimitExceeded {
+    pub(crate) desired: usize,
+    pub(crate) limit: usize,
+}
+
+/// The most table elements a guest instance may have.
+const TABLE_ELEMENT_LIMIT: usize = 100_000;
+
+/// Caps a guest instance's memory: growing past the limit traps with [`MemoryLimitExceeded`] at once,
+/// rather than handing the guest a failed allocation.
+pub(crate) struct GuestLimiter {
+    memory_limit: usize,
+}
+
+impl wasmtime::ResourceLimiter for GuestLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_limit {
+            return Err(MemoryLimitExceeded {
+                desired,
+                limit: self.memory_limit,
+            }
+            .into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= TABLE_ELEMENT_LIMIT)
+    }
+}
+
 /// What one guest instance can reach: the two capabilities and an empty WASI context (no files,
 /// sockets, environment variables, arguments or inherited stdio).
 pub(crate) struct HostState {
@@ -22,15 +66,21 @@ pub(crate) struct HostState {
     table: ResourceTable,
     driver: Arc<dyn SqlDriver>,
     entropy: Arc<dyn EntropySource>,
+    pub(crate) limiter: GuestLimiter,
 }
 
 impl HostState {
-    pub(crate) fn new(driver: Arc<dyn SqlDriver>, entropy: Arc<dyn EntropySource>) -> Self {
+    pub(crate) fn new(
+        driver: Arc<dyn SqlDriver>,
+        entropy: Arc<dyn EntropySource>,
+        memory_limit: usize,
+    ) -> Self {
         Self {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
             driver,
             entropy,
+            limiter: GuestLimiter { memory_limit },
         }
     }
 }
@@ -109,7 +159,16 @@ mod tests {
     }
 
     fn state(driver: Arc<ScriptedDriver>, entropy: impl EntropySource) -> HostState {
-        HostState::new(driver, Arc::new(entropy))
+        HostState::new(driver, Arc::new(entropy), 1 << 20)
+    }
+
+    #[test]
+    fn growing_memory_past_the_limit_is_refused_with_a_typed_error() {
+        use wasmtime::ResourceLimiter as _;
+        let mut limiter = GuestLimiter { memory_limit: 1000 };
+        assert!(limiter.memory_growing(0, 1000, None).unwrap());
+        let err = limiter.memory_growing(1000, 1001, None).unwrap_err();
+        assert!(err.downcast_ref::<MemoryLimitExceeded>().is_some());
     }
 
     fn ok_driver() -> Arc<ScriptedDriver> {

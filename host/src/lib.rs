@@ -39,4 +39,6 @@ pub use error::{BuildError, StoreError};
 pub use inspect::{ComponentWorld, component_world};
 pub use postgres::{PostgresDriver, PostgresError, PostgresOptions};
 pub use session::{Concurrency, Config, SameSite, Session, UserSession};
-pub use store::{BUNDLED_COMPONENT, GUEST_MEMORY_LIMIT, SessionStore, SessionStoreBuilder};
+pub use store::{
+    BUNDLED_COMPONENT, DEFAULT_FUEL_PER_CALL, GUEST_MEMORY_LIMIT, SessionStore, SessionStoreBuilder,
+};

@@ -21,8 +21,16 @@ use crate::session::{Config, Session, UserSession};
 /// The session component built into this library (the `guest/` crate compiled for `wasm32-wasip2`).
 pub const BUNDLED_COMPONENT: &[u8] = include_bytes!(env!("WASM_SESSIONS_GUEST_COMPONENT"));
 
-/// The largest linear memory a guest instance may grow to.
+/// The largest linear memory a guest instance may grow to; a guest that allocates past it traps.
 pub const GUEST_MEMORY_LIMIT: usize = 64 << 20;
+
+/// The default fuel (roughly, WebAssembly instructions) one call may burn before it is stopped: about a
+/// second of guest CPU, far above what any store operation needs (see `SessionStoreBuilder::fuel_per_call`).
+pub const DEFAULT_FUEL_PER_CALL: u64 = 1_000_000_000;
+
+/// How much fuel a running guest burns between yields to the async runtime, so a spinning guest
+/// cannot hold a runtime thread until its fuel runs out.
+const FUEL_YIELD_INTERVAL: u64 = 10_000_000;
 
 type ConfigEdit = Box<dyn FnOnce(&mut Config) + Send>;
 
@@ -34,6 +42,7 @@ pub struct SessionStoreBuilder {
     config: Option<Config>,
     edits: Vec<ConfigEdit>,
     max_instances: u32,
+    fuel_per_call: u64,
 }
 
 impl SessionStoreBuilder {
@@ -72,6 +81,14 @@ impl SessionStoreBuilder {
         self
     }
 
+    /// The fuel one call may burn (default [`DEFAULT_FUEL_PER_CALL`]); a call that runs out is stopped
+    /// with [`StoreError::Guest`] and the store keeps serving.
+    #[must_use]
+    pub fn fuel_per_call(mut self, fuel: u64) -> Self {
+        self.fuel_per_call = fuel;
+        self
+    }
+
     /// Compiles the component, links the imports, and checks the configuration with the guest.
     ///
     /// # Errors
@@ -95,6 +112,7 @@ impl SessionStoreBuilder {
                 pre,
                 driver: self.driver,
                 entropy: self.entropy,
+                fuel_per_call: self.fuel_per_call,
                 config: None,
             }),
         };
@@ -129,6 +147,8 @@ fn engine(max_instances: u32) -> wasmtime::Result<Engine> {
         .wasm_component_model(true)
         // The guest uses no component-model async; leaving it off makes every call cheaper.
         .concurrency_support(false)
+        // A per-call budget of guest instructions: a guest that loops forever is stopped.
+        .consume_fuel(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
     Engine::new(&config)
 }
@@ -138,6 +158,7 @@ struct Inner {
     pre: SessionStorePre<HostState>,
     driver: Arc<dyn SqlDriver>,
     entropy: Arc<dyn EntropySource>,
+    fuel_per_call: u64,
     /// Set once by the builder; `None` only while the builder asks the guest for its defaults.
     config: Option<Config>,
 }
@@ -191,6 +212,7 @@ impl SessionStore {
             config: None,
             edits: Vec::new(),
             max_instances: 1000,
+            fuel_per_call: DEFAULT_FUEL_PER_CALL,
         }
     }
 
@@ -204,8 +226,17 @@ impl SessionStore {
     }
 
     async fn instantiate(&self) -> Result<(Store<HostState>, GuestWorld), StoreError> {
-        let state = HostState::new(self.inner.driver.clone(), self.inner.entropy.clone());
+        let state = HostState::new(
+            self.inner.driver.clone(),
+            self.inner.entropy.clone(),
+            GUEST_MEMORY_LIMIT,
+        );
         let mut store = Store::new(&self.inner.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        store
+            .set_fuel(self.inner.fuel_per_call)
+            .and_then(|()| store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)))
+            .map_err(StoreError::guest)?;
         let guest = self
             .inner
             .pre

@@ -17,7 +17,9 @@ use bindings::exports::wasm_sessions::store::store::{
 struct Hostile;
 
 fn refuse<T>() -> Result<T, StoreError> {
-    Err(StoreError::UnexpectedResult("the misbehaving guest does not do this".into()))
+    Err(StoreError::UnexpectedResult(
+        "the misbehaving guest does not do this".into(),
+    ))
 }
 
 impl Guest for Hostile {

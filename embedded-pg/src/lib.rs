@@ -191,11 +191,27 @@ fn free_port() -> Result<u16, ClusterError> {
     Ok(port)
 }
 
+/// Server options of a throwaway cluster, sockets in `socket_dir`: tuned for speed (no fsync, commits
+/// acknowledged before their WAL is written), or durable (PostgreSQL's defaults) for crash tests.
+fn throwaway_options(port: u16, socket_dir: &Path, durable: bool) -> String {
+    let speed = if durable {
+        ""
+    } else {
+        " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    };
+    format!(
+        "-p {port} -c listen_addresses=127.0.0.1 -k {} -c max_connections=300{speed}",
+        socket_dir.display()
+    )
+}
+
 /// A running private cluster, reachable on 127.0.0.1 as user `postgres` with trust authentication.
 #[derive(Debug)]
 pub struct Cluster {
+    bins: Binaries,
     data_dir: PathBuf,
     port: u16,
+    durable: bool,
     /// For a throwaway cluster: the watchdog's stdin; closing it (at exit) stops the cluster.
     _watchdog: Option<(Child, ChildStdin)>,
 }
@@ -221,8 +237,10 @@ impl Cluster {
             && status_running(&bins, &data_dir)
         {
             return Ok(Self {
+                bins,
                 data_dir,
                 port,
+                durable: true,
                 _watchdog: None,
             });
         }
@@ -240,8 +258,10 @@ impl Cluster {
             ))
             .args(["-w", "-s", "start"]))?;
         Ok(Self {
+            bins,
             data_dir,
             port,
+            durable: true,
             _watchdog: None,
         })
     }
@@ -269,6 +289,19 @@ impl Cluster {
     /// # Errors
     /// [`ClusterError::BinariesNotFound`], or a failing `initdb` / `pg_ctl`.
     pub fn throwaway() -> Result<Self, ClusterError> {
+        Self::throwaway_with(false)
+    }
+
+    /// Like [`Cluster::throwaway`], but durable: a commit is acknowledged only once its WAL is flushed,
+    /// so a crash ([`Cluster::stop_now`]) loses no acknowledged write.
+    ///
+    /// # Errors
+    /// As [`Cluster::throwaway`].
+    pub fn throwaway_durable() -> Result<Self, ClusterError> {
+        Self::throwaway_with(true)
+    }
+
+    fn throwaway_with(durable: bool) -> Result<Self, ClusterError> {
         let bins = Binaries::find()?;
         let root = tempfile::Builder::new()
             .prefix("wasm-sessions-pg-")
@@ -283,7 +316,7 @@ impl Cluster {
         // Starts the server, reports "ready", then waits for its stdin to close (this process exiting
         // closes it) and stops the server and removes the files.
         let script = r#"
-            "$1" -D "$2/data" -l "$2/postgres.log" -o "-p $3 -c listen_addresses=127.0.0.1 -k $2 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" -w -s start || { cat "$2/postgres.log" >&2; exit 1; }
+            "$1" -D "$2/data" -l "$2/postgres.log" -o "$3" -w -s start || { cat "$2/postgres.log" >&2; exit 1; }
             echo ready
             cat >/dev/null
             "$1" -D "$2/data" -m immediate -s stop
@@ -302,7 +335,7 @@ impl Cluster {
             .arg("watchdog")
             .arg(&pg_ctl)
             .arg(&root)
-            .arg(port.to_string())
+            .arg(throwaway_options(port, &root, durable))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -327,10 +360,46 @@ impl Cluster {
         let mut stdin = child.stdin.take().expect("stdin is piped");
         let _ = stdin.flush();
         Ok(Self {
+            bins,
             data_dir,
             port,
+            durable,
             _watchdog: Some((child, stdin)),
         })
+    }
+
+    /// Stops the server at once (`pg_ctl stop -m immediate`, like a crash), keeping its data: for
+    /// fault-injection tests on a [`Cluster::throwaway_durable`] cluster. [`Cluster::start_again`] brings it back on the same port.
+    ///
+    /// # Errors
+    /// A failing `pg_ctl stop`.
+    pub fn stop_now(&self) -> Result<(), ClusterError> {
+        run(self
+            .bins
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&self.data_dir)
+            .args(["-m", "immediate", "-w", "-s", "stop"]))?;
+        Ok(())
+    }
+
+    /// Starts a throwaway cluster stopped by [`Cluster::stop_now`] again, with the same settings.
+    ///
+    /// # Errors
+    /// A failing `pg_ctl start`.
+    pub fn start_again(&self) -> Result<(), ClusterError> {
+        let root = self.data_dir.parent().unwrap_or(&self.data_dir);
+        run(self
+            .bins
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&self.data_dir)
+            .arg("-l")
+            .arg(root.join("postgres.log"))
+            .arg("-o")
+            .arg(throwaway_options(self.port, root, self.durable))
+            .args(["-w", "-s", "start"]))?;
+        Ok(())
     }
 
     /// The data directory.

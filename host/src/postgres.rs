@@ -22,6 +22,9 @@ pub struct PostgresOptions {
     pub connect_timeout: Duration,
     /// How long a call may wait for a free connection.
     pub wait_timeout: Duration,
+    /// How long one statement may take, waiting for a connection included; past it the call fails with
+    /// [`SqlError::ConnectionFailed`] instead of hanging on a database that stopped answering.
+    pub query_timeout: Duration,
 }
 
 impl Default for PostgresOptions {
@@ -30,6 +33,7 @@ impl Default for PostgresOptions {
             pool_size: 16,
             connect_timeout: Duration::from_secs(5),
             wait_timeout: Duration::from_secs(10),
+            query_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -56,6 +60,7 @@ pub enum PostgresError {
 #[derive(Clone)]
 pub struct PostgresDriver {
     pool: Pool,
+    query_timeout: Duration,
 }
 
 impl std::fmt::Debug for PostgresDriver {
@@ -103,7 +108,10 @@ impl PostgresDriver {
             .create_timeout(Some(options.connect_timeout))
             .build()
             .map_err(PostgresError::Pool)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            query_timeout: options.query_timeout,
+        })
     }
 
     /// Applies the schema in `migrations/` (idempotent; the same code path for the binary and the tests).
@@ -170,7 +178,16 @@ impl PostgresDriver {
 
 impl SqlDriver for PostgresDriver {
     fn query<'a>(&'a self, statement: &'a str, params: &'a [SqlValue]) -> QueryFuture<'a> {
-        Box::pin(self.run(statement, params))
+        Box::pin(async move {
+            tokio::time::timeout(self.query_timeout, self.run(statement, params))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(SqlError::ConnectionFailed(format!(
+                        "no answer from the database within {:?}",
+                        self.query_timeout
+                    )))
+                })
+        })
     }
 }
 

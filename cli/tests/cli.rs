@@ -484,3 +484,48 @@ async fn component_lists_the_project_imports_and_no_filesystem_or_sockets() {
     );
     assert_eq!(exports, ["wasm-sessions:store/store@0.1.0"]);
 }
+
+#[tokio::test]
+async fn trace_level_cli_logs_contain_no_token_and_no_session_data() {
+    let db = TestDb::new().await;
+    let filter = "trace,cranelift_codegen=off,cranelift_frontend=off,regalloc2=off,\
+                  wasmtime_internal_cranelift=off";
+    let run = |args: Vec<String>| {
+        let url = db.url.clone();
+        async move {
+            let output = command()
+                .env("RUST_LOG", filter)
+                .arg("--database-url")
+                .arg(url)
+                .args(args)
+                .output()
+                .await
+                .expect("the binary runs");
+            Run::from(output)
+        }
+    };
+    let secret = "correct-horse-battery-staple";
+    let created = run(vec![
+        "create".into(),
+        "--user".into(),
+        "9".into(),
+        "--set".into(),
+        format!("hint={secret}"),
+    ])
+    .await;
+    assert_eq!(created.code, 0, "{created:#?}");
+    let token = created.stdout.lines().next().unwrap().to_owned();
+    let mut stderr = created.stderr.clone();
+    for args in [
+        vec!["get".to_owned(), token.clone()],
+        vec!["cookie".to_owned(), token.clone()],
+        vec!["login".to_owned(), token.clone(), "9".to_owned()],
+    ] {
+        let r = run(args).await;
+        assert_eq!(r.code, 0, "{r:#?}");
+        stderr.push_str(&r.stderr);
+    }
+    assert!(stderr.contains("session."), "the spans were logged");
+    assert!(!stderr.contains(&token), "a token appears in the logs");
+    assert!(!stderr.contains(secret), "session data appears in the logs");
+}

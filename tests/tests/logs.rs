@@ -69,10 +69,19 @@ async fn trace_level_logs_of_every_operation_contain_no_token_and_no_session_dat
 
     let output = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(output.contains("session.save"), "the spans were captured");
-    assert!(output.contains("executing statement"), "tokio-postgres' records were captured");
+    assert!(
+        output.contains("executing statement"),
+        "tokio-postgres' records were captured"
+    );
     for token in &tokens {
-        assert!(!output.contains(token.as_str()), "a token appears in the logs");
+        assert!(
+            !output.contains(token.as_str()),
+            "a token appears in the logs"
+        );
     }
-    assert!(!output.contains(secret_value), "session data appears in the logs");
+    assert!(
+        !output.contains(secret_value),
+        "session data appears in the logs"
+    );
     eprintln!("{} bytes of trace output checked", output.len());
 }

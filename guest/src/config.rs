@@ -327,3 +327,35 @@ mod tests {
         assert!(err(&c).starts_with("cookie-name"));
     }
 }
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    #[test]
+    fn idle_timeout_must_lie_within_the_lifetime() {
+        let mut c = default_config();
+        c.idle_timeout = Some(c.max_age);
+        assert!(validate(&c).is_ok());
+        for bad in [0, -1, c.max_age + 1] {
+            c.idle_timeout = Some(bad);
+            assert!(
+                matches!(validate(&c), Err(StoreError::InvalidConfig(m)) if m.contains("idle-timeout"))
+            );
+        }
+    }
+
+    #[test]
+    fn the_data_limit_is_bounded() {
+        let mut c = default_config();
+        for (limit, ok) in [
+            (2, true),
+            (MAX_DATA_BYTES_LIMIT, true),
+            (1, false),
+            (MAX_DATA_BYTES_LIMIT + 1, false),
+        ] {
+            c.max_data_bytes = limit;
+            assert_eq!(validate(&c).is_ok(), ok, "{limit}");
+        }
+    }
+}

@@ -6,6 +6,8 @@
 mod clock;
 mod config;
 mod cookie;
+#[doc(hidden)]
+pub mod fuzzing;
 mod session;
 mod store;
 mod token;
@@ -23,6 +25,8 @@ use bindings::exports::wasm_sessions::store::store::{
 };
 
 /// The exported component.
+// Only the wasm build exports it: a native build (unit tests, fuzzing) links the policy code alone.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 struct Component;
 
 impl Guest for Component {
@@ -119,4 +123,5 @@ impl Guest for Component {
     }
 }
 
+#[cfg(target_arch = "wasm32")]
 bindings::export!(Component with_types_in bindings);

@@ -227,3 +227,40 @@ mod tests {
         assert_eq!(m.get("a").map(String::as_str), Some("2"));
     }
 }
+
+#[cfg(test)]
+mod deadline_tests {
+    use super::*;
+
+    #[test]
+    fn the_idle_deadline_never_passes_the_absolute_one() {
+        let second = MICROS_PER_SECOND;
+        assert_eq!(active_deadline(100 * second, None, 0), 100 * second);
+        assert_eq!(active_deadline(100 * second, Some(10), 0), 10 * second);
+        assert_eq!(
+            active_deadline(100 * second, Some(10), 95 * second),
+            100 * second
+        );
+        assert_eq!(
+            active_deadline(i64::MAX, Some(i64::MAX), i64::MAX),
+            i64::MAX
+        );
+    }
+
+    #[test]
+    fn extensions_are_written_at_most_once_per_tenth_of_the_timeout() {
+        let second = MICROS_PER_SECOND;
+        // 100 s idle: extend once the deadline is less than 90 s away.
+        assert_eq!(touch_threshold(100, 0), 90 * second);
+        // Short timeouts still wait at least a second between writes.
+        assert_eq!(touch_threshold(2, 0), second);
+    }
+
+    #[test]
+    fn a_new_session_with_an_idle_timeout_starts_on_its_idle_deadline() {
+        let s = new_session(String::new(), 3600, Some(60), 0).unwrap();
+        assert_eq!(s.expires_at, 60 * MICROS_PER_SECOND);
+        assert_eq!(s.absolute_expires_at, 3600 * MICROS_PER_SECOND);
+        assert_eq!(s.version, 0);
+    }
+}

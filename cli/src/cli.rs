@@ -103,6 +103,9 @@ pub enum Command {
         /// The user id.
         #[arg(allow_negative_numbers = true)]
         user: i64,
+        /// Keep this session (the current device): "log out my other devices".
+        #[arg(long, value_name = "TOKEN")]
+        except: Option<String>,
     },
     /// Delete one session by the handle `sessions` lists.
     RevokeSession {

@@ -42,7 +42,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Logout { token } => logout(out, &store, &token).await,
         Command::Delete { token } => delete(out, &store, &token).await,
         Command::Sessions { user } => sessions(out, &store, user).await,
-        Command::Revoke { user } => revoke(out, &store, user).await,
+        Command::Revoke { user, except } => revoke(out, &store, user, except.as_deref()).await,
         Command::RevokeSession { handle } => revoke_session(out, &store, &handle).await,
         Command::Cleanup => cleanup(out, &store).await,
         Command::Cookie { token, http } => cookie(out, &store, &token, http).await,
@@ -177,12 +177,13 @@ async fn sessions(out: Output, store: &SessionStore, user: i64) -> Result<()> {
     Ok(())
 }
 
-/// `revoke`: deletes every session of the user; prints the count.
-async fn revoke(out: Output, store: &SessionStore, user: i64) -> Result<()> {
-    let revoked = store
-        .delete_user_sessions(user)
-        .await
-        .context("revoking the user's sessions")?;
+/// `revoke`: deletes every session of the user (but `except`, when given); prints the count.
+async fn revoke(out: Output, store: &SessionStore, user: i64, except: Option<&str>) -> Result<()> {
+    let revoked = match except {
+        Some(keep) => store.delete_user_sessions_except(user, keep).await,
+        None => store.delete_user_sessions(user).await,
+    }
+    .context("revoking the user's sessions")?;
     out.result(
         format!("revoked {revoked} session(s) of user {user}"),
         json!({ "revoked": revoked }),

@@ -529,3 +529,17 @@ async fn trace_level_cli_logs_contain_no_token_and_no_session_data() {
     assert!(!stderr.contains(&token), "a token appears in the logs");
     assert!(!stderr.contains(secret), "session data appears in the logs");
 }
+
+#[tokio::test]
+async fn revoke_except_logs_out_the_other_devices_only() {
+    let db = TestDb::new().await;
+    let mine = token(&create(&db, &["--user", "31"]).await);
+    let other = token(&create(&db, &["--user", "31"]).await);
+    let revoked = cli(&db, &["revoke", "31", "--except", &mine, "--json"])
+        .await
+        .json();
+    assert_eq!(revoked, serde_json::json!({ "revoked": 1 }));
+    assert_eq!(cli(&db, &["get", &mine]).await.code, 0);
+    let gone = cli(&db, &["get", &other]).await;
+    assert!(one_line_error(&gone).contains("not found"), "{gone:#?}");
+}

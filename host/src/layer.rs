@@ -449,11 +449,11 @@ impl SessionHandle {
     /// Performs the pending delete, rotation and save.
     async fn write(&self, state: &mut State) -> Result<(), StoreError> {
         let store = &self.inner.store;
-        if let Some(id) = state.delete.take() {
-            if let Err(error) = store.delete(&id).await {
-                state.delete = Some(id);
-                return Err(error);
-            }
+        if let Some(id) = state.delete.take()
+            && let Err(error) = store.delete(&id).await
+        {
+            state.delete = Some(id);
+            return Err(error);
         }
         let Some(current) = state.session.as_ref() else {
             return Ok(());

@@ -71,12 +71,8 @@ async fn send(app: &Router, request: Request<Body>) -> (StatusCode, Value) {
     let body = if bytes.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-            panic!(
-                "not JSON ({status}): {}",
-                String::from_utf8_lossy(&bytes)
-            )
-        })
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("not JSON ({status}): {}", String::from_utf8_lossy(&bytes)))
     };
     (status, body)
 }
@@ -86,7 +82,9 @@ fn assert_error(response: &(StatusCode, Value), status: StatusCode, code: &str) 
     assert_eq!(response.0, status, "{}", response.1);
     assert_eq!(response.1["error"], code, "{}", response.1);
     assert!(
-        response.1["message"].as_str().is_some_and(|m| !m.is_empty()),
+        response.1["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
         "{}",
         response.1
     );
@@ -136,10 +134,7 @@ fn the_openapi_document_names_every_route_of_the_router_and_no_other() {
     refs(&document, &mut all);
     for r in all {
         let name = r.strip_prefix("#/components/schemas/").unwrap();
-        assert!(
-            document["components"]["schemas"][name].is_object(),
-            "{r}"
-        );
+        assert!(document["components"]["schemas"][name].is_object(), "{r}");
     }
 }
 
@@ -179,7 +174,11 @@ async fn create_returns_201_with_a_token_user_and_data() {
 async fn create_rejects_bad_input_with_typed_errors() {
     let api = Api::new().await;
     let bad = |body| api.call("POST", "/api/sessions", Some(body));
-    assert_error(&bad(json!({ "max_age": 0 })).await, StatusCode::BAD_REQUEST, "invalid_data");
+    assert_error(
+        &bad(json!({ "max_age": 0 })).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_data",
+    );
     assert_error(
         &bad(json!({ "data": { "k": "nul\u{0}" } })).await,
         StatusCode::BAD_REQUEST,
@@ -196,7 +195,8 @@ async fn create_rejects_bad_input_with_typed_errors() {
         "invalid_request",
     );
     assert_error(
-        &api.raw("POST", "/api/sessions", "application/json", "{not json").await,
+        &api.raw("POST", "/api/sessions", "application/json", "{not json")
+            .await,
         StatusCode::BAD_REQUEST,
         "invalid_request",
     );
@@ -211,7 +211,9 @@ async fn create_rejects_bad_input_with_typed_errors() {
 async fn get_returns_the_session_and_400_404_410_for_bad_tokens() {
     let api = Api::new().await;
     let token = api.create(json!({ "data": { "a": "1" } })).await;
-    let (status, body) = api.call("GET", &format!("/api/sessions/{token}"), None).await;
+    let (status, body) = api
+        .call("GET", &format!("/api/sessions/{token}"), None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["data"], json!({ "a": "1" }));
     assert!(body.get("token").is_none(), "get never echoes the token");
@@ -222,13 +224,16 @@ async fn get_returns_the_session_and_400_404_410_for_bad_tokens() {
         "invalid_id",
     );
     assert_error(
-        &api.call("GET", &format!("/api/sessions/{UNKNOWN}"), None).await,
+        &api.call("GET", &format!("/api/sessions/{UNKNOWN}"), None)
+            .await,
         StatusCode::NOT_FOUND,
         "not_found",
     );
     let short = api.create(json!({ "max_age": 1 })).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let expired = api.call("GET", &format!("/api/sessions/{short}"), None).await;
+    let expired = api
+        .call("GET", &format!("/api/sessions/{short}"), None)
+        .await;
     assert_error(&expired, StatusCode::GONE, "expired");
     assert!(expired.1.get("data").is_none());
 }
@@ -247,23 +252,34 @@ async fn patch_data_sets_and_unsets_in_one_save_and_refuses_bad_data() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["data"], json!({ "a": "10", "c": "3" }));
-    let (_, stored) = api.call("GET", &format!("/api/sessions/{token}"), None).await;
+    let (_, stored) = api
+        .call("GET", &format!("/api/sessions/{token}"), None)
+        .await;
     assert_eq!(stored["data"], json!({ "a": "10", "c": "3" }));
 
     assert_error(
-        &api.call("PATCH", &uri, Some(json!({ "set": { "k\u{0}": "v" } }))).await,
+        &api.call("PATCH", &uri, Some(json!({ "set": { "k\u{0}": "v" } })))
+            .await,
         StatusCode::BAD_REQUEST,
         "invalid_data",
     );
     assert_error(
-        &api.call("PATCH", &uri, Some(json!({ "set": ["not", "a", "map"] }))).await,
+        &api.call("PATCH", &uri, Some(json!({ "set": ["not", "a", "map"] })))
+            .await,
         StatusCode::BAD_REQUEST,
         "invalid_request",
     );
-    let (_, unchanged) = api.call("GET", &format!("/api/sessions/{token}"), None).await;
+    let (_, unchanged) = api
+        .call("GET", &format!("/api/sessions/{token}"), None)
+        .await;
     assert_eq!(unchanged["data"], json!({ "a": "10", "c": "3" }));
     assert_error(
-        &api.call("PATCH", &format!("/api/sessions/{UNKNOWN}/data"), Some(json!({}))).await,
+        &api.call(
+            "PATCH",
+            &format!("/api/sessions/{UNKNOWN}/data"),
+            Some(json!({})),
+        )
+        .await,
         StatusCode::NOT_FOUND,
         "not_found",
     );
@@ -286,7 +302,8 @@ async fn login_rotates_the_token_and_logout_clears_the_user_and_rotates_again() 
     assert_eq!(body["session"]["user_id"], 42);
     assert_eq!(body["session"]["data"], json!({ "cart": "3" }));
     assert_error(
-        &api.call("GET", &format!("/api/sessions/{token}"), None).await,
+        &api.call("GET", &format!("/api/sessions/{token}"), None)
+            .await,
         StatusCode::NOT_FOUND,
         "not_found",
     );
@@ -369,8 +386,12 @@ async fn delete_is_204_then_404_and_400_for_a_malformed_token() {
 #[tokio::test]
 async fn a_users_sessions_are_listed_newest_first_revoked_one_by_handle_or_all() {
     let api = Api::new().await;
-    let first = api.create(json!({ "user_id": 5, "data": { "n": "1" } })).await;
-    let _second = api.create(json!({ "user_id": 5, "data": { "n": "2" } })).await;
+    let first = api
+        .create(json!({ "user_id": 5, "data": { "n": "1" } }))
+        .await;
+    let _second = api
+        .create(json!({ "user_id": 5, "data": { "n": "2" } }))
+        .await;
     let other = api.create(json!({ "user_id": 6 })).await;
 
     let (status, body) = api.call("GET", "/api/users/5/sessions", None).await;
@@ -386,17 +407,24 @@ async fn a_users_sessions_are_listed_newest_first_revoked_one_by_handle_or_all()
     let (_, six) = api.call("GET", "/api/users/6/sessions", None).await;
     let six_handle = six["sessions"][0]["handle"].as_str().unwrap().to_owned();
     assert_error(
-        &api.call("DELETE", &format!("/api/users/5/sessions/{six_handle}"), None)
-            .await,
+        &api.call(
+            "DELETE",
+            &format!("/api/users/5/sessions/{six_handle}"),
+            None,
+        )
+        .await,
         StatusCode::NOT_FOUND,
         "not_found",
     );
     assert_eq!(
-        api.call("GET", &format!("/api/sessions/{other}"), None).await.0,
+        api.call("GET", &format!("/api/sessions/{other}"), None)
+            .await
+            .0,
         StatusCode::OK
     );
     assert_error(
-        &api.call("DELETE", "/api/users/5/sessions/not-a-handle", None).await,
+        &api.call("DELETE", "/api/users/5/sessions/not-a-handle", None)
+            .await,
         StatusCode::BAD_REQUEST,
         "invalid_id",
     );
@@ -412,7 +440,8 @@ async fn a_users_sessions_are_listed_newest_first_revoked_one_by_handle_or_all()
     let (status, body) = api.call("DELETE", "/api/users/5/sessions", None).await;
     assert_eq!((status, body), (StatusCode::OK, json!({ "deleted": 1 })));
     assert_error(
-        &api.call("GET", &format!("/api/sessions/{first}"), None).await,
+        &api.call("GET", &format!("/api/sessions/{first}"), None)
+            .await,
         StatusCode::NOT_FOUND,
         "not_found",
     );
@@ -441,7 +470,9 @@ async fn cleanup_deletes_only_expired_sessions_and_returns_the_count() {
     let (status, body) = api.call("POST", "/api/cleanup", None).await;
     assert_eq!((status, body), (StatusCode::OK, json!({ "deleted": 2 })));
     assert_eq!(
-        api.call("GET", &format!("/api/sessions/{live}"), None).await.0,
+        api.call("GET", &format!("/api/sessions/{live}"), None)
+            .await
+            .0,
         StatusCode::OK
     );
     let (_, body) = api.call("POST", "/api/cleanup", None).await;

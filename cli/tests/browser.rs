@@ -41,7 +41,9 @@ fn browser_binaries() -> (PathBuf, PathBuf) {
         .output()
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
     let Some(apt) = on_path("apt-get") else {
-        panic!("the browser test needs chromium and chromedriver, and apt-get is not available: {how}");
+        panic!(
+            "the browser test needs chromium and chromedriver, and apt-get is not available: {how}"
+        );
     };
     assert!(
         is_root,
@@ -50,7 +52,13 @@ fn browser_binaries() -> (PathBuf, PathBuf) {
     eprintln!("browser test: installing chromium and chromium-driver with apt-get");
     for args in [
         &["update"][..],
-        &["install", "-y", "--no-install-recommends", "chromium", "chromium-driver"][..],
+        &[
+            "install",
+            "-y",
+            "--no-install-recommends",
+            "chromium",
+            "chromium-driver",
+        ][..],
     ] {
         let status = std::process::Command::new(&apt)
             .args(args)
@@ -58,9 +66,13 @@ fn browser_binaries() -> (PathBuf, PathBuf) {
             .stdin(Stdio::null())
             .status()
             .expect("running apt-get");
-        assert!(status.success(), "apt-get {args:?} failed ({status}): {how}");
+        assert!(
+            status.success(),
+            "apt-get {args:?} failed ({status}): {how}"
+        );
     }
-    find().unwrap_or_else(|| panic!("apt-get ran but chromium/chromedriver are still missing: {how}"))
+    find()
+        .unwrap_or_else(|| panic!("apt-get ran but chromium/chromedriver are still missing: {how}"))
 }
 
 /// A free TCP port on 127.0.0.1.
@@ -127,7 +139,13 @@ async fn start_server(db: &TestDb) -> (Child, String) {
     let mut child = Command::new(BIN)
         .env_remove("DATABASE_URL")
         .env_remove("RUST_LOG")
-        .args(["--database-url", &db.url, "serve", "--listen", "127.0.0.1:0"])
+        .args([
+            "--database-url",
+            &db.url,
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -217,20 +235,32 @@ async fn a_browser_signs_in_gets_a_new_id_and_is_signed_out_everywhere_from_anot
         let a = browser(&webdriver, &chromium, &profiles.path().join("a")).await;
         a.goto(&url).await.expect("open the demo");
         wait_for_status(&a, "not signed in").await;
-        assert!(session_cookie(&a).await.is_none(), "no cookie before anything is stored");
+        assert!(
+            session_cookie(&a).await.is_none(),
+            "no cookie before anything is stored"
+        );
         fill(&a, "key", "cart").await;
         fill(&a, "value", "3 items").await;
         click(&a, "add").await;
         wait_for_status(&a, "not signed in").await;
-        let anonymous = session_cookie(&a).await.expect("a cookie once data is stored");
+        let anonymous = session_cookie(&a)
+            .await
+            .expect("a cookie once data is stored");
 
         // The cookie's attributes, as the browser stored them.
         assert_eq!(anonymous.name(), COOKIE);
         assert_eq!(anonymous.value().len(), 64);
         assert_eq!(anonymous.http_only(), Some(true));
-        assert_eq!(anonymous.same_site().map(|s| s.to_string()), Some("Strict".into()));
+        assert_eq!(
+            anonymous.same_site().map(|s| s.to_string()),
+            Some("Strict".into())
+        );
         assert_eq!(anonymous.path(), Some("/"));
-        assert_ne!(anonymous.secure(), Some(true), "plain http://127.0.0.1 is not Secure");
+        assert_ne!(
+            anonymous.secure(),
+            Some(true),
+            "plain http://127.0.0.1 is not Secure"
+        );
         let script_sees = a
             .execute("return document.cookie;", vec![])
             .await
@@ -243,7 +273,11 @@ async fn a_browser_signs_in_gets_a_new_id_and_is_signed_out_everywhere_from_anot
         // Sign in: the id changes, the data stays, the old id is dead.
         sign_in(&a, "42").await;
         let signed_in = session_cookie(&a).await.expect("the session cookie");
-        assert_ne!(signed_in.value(), anonymous.value(), "the id changes at login");
+        assert_ne!(
+            signed_in.value(),
+            anonymous.value(),
+            "the id changes at login"
+        );
         assert_eq!(signed_in.http_only(), Some(true));
         let page = a.source().await.unwrap();
         assert!(page.contains("3 items"), "the data survives the login");
@@ -251,14 +285,20 @@ async fn a_browser_signs_in_gets_a_new_id_and_is_signed_out_everywhere_from_anot
             store.load(anonymous.value()).await,
             Err(StoreError::NotFound)
         ));
-        assert_eq!(store.load(signed_in.value()).await.unwrap().user_id, Some(42));
+        assert_eq!(
+            store.load(signed_in.value()).await.unwrap().user_id,
+            Some(42)
+        );
 
         // Browser B, a separate profile: signs in as the same user and sees both devices.
         let b = browser(&webdriver, &chromium, &profiles.path().join("b")).await;
         b.goto(&url).await.expect("open the demo");
         wait_for_status(&b, "not signed in").await;
         sign_in(&b, "42").await;
-        let devices = b.find_all(Locator::Css("#devices tr.device")).await.unwrap();
+        let devices = b
+            .find_all(Locator::Css("#devices tr.device"))
+            .await
+            .unwrap();
         assert_eq!(devices.len(), 2, "both browsers are listed");
         assert_ne!(
             session_cookie(&b).await.unwrap().value(),
@@ -269,7 +309,10 @@ async fn a_browser_signs_in_gets_a_new_id_and_is_signed_out_everywhere_from_anot
         // B signs out everywhere; B's cookie is removed and A is signed out on its next request.
         click(&b, "logout-everywhere").await;
         wait_for_status(&b, "not signed in").await;
-        assert!(session_cookie(&b).await.is_none(), "the removal cookie deleted it");
+        assert!(
+            session_cookie(&b).await.is_none(),
+            "the removal cookie deleted it"
+        );
         a.goto(&url).await.expect("reload");
         wait_for_status(&a, "not signed in").await;
         assert!(store.get_user_sessions(42).await.unwrap().is_empty());

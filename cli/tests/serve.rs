@@ -16,7 +16,13 @@ async fn serve(db: &TestDb, extra: &[&str]) -> (Child, Lines<BufReader<ChildStdo
     let mut child = Command::new(BIN)
         .env_remove("DATABASE_URL")
         .env_remove("RUST_LOG")
-        .args(["--database-url", &db.url, "serve", "--listen", "127.0.0.1:0"])
+        .args([
+            "--database-url",
+            &db.url,
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

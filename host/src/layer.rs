@@ -108,10 +108,7 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let secure = request_is_secure(&request, self.layer.trust_forwarded_proto);
-        let handle = SessionHandle::new(
-            self.layer.store.clone(),
-            cookie_header(request.headers()),
-        );
+        let handle = SessionHandle::new(self.layer.store.clone(), cookie_header(request.headers()));
         request.extensions_mut().insert(handle.clone());
         // The clone that was driven to readiness serves this request; the fresh clone waits for the next.
         let clone = self.inner.clone();
@@ -500,17 +497,11 @@ impl SessionHandle {
 }
 
 fn session(state: &State) -> &Session {
-    state
-        .session
-        .as_ref()
-        .expect("the session is loaded first")
+    state.session.as_ref().expect("the session is loaded first")
 }
 
 fn session_mut(state: &mut State) -> &mut Session {
-    state
-        .session
-        .as_mut()
-        .expect("the session is loaded first")
+    state.session.as_mut().expect("the session is loaded first")
 }
 
 /// The [`SessionHandle`] extractor failed: the route is not wrapped in a [`SessionLayer`].

@@ -75,7 +75,9 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         use StatusCode as S;
         match &error {
-            StoreError::InvalidId(_) => Self::new(S::BAD_REQUEST, ErrorCode::InvalidId, error.to_string()),
+            StoreError::InvalidId(_) => {
+                Self::new(S::BAD_REQUEST, ErrorCode::InvalidId, error.to_string())
+            }
             StoreError::InvalidData(_) | StoreError::InvalidConfig(_) => {
                 Self::new(S::BAD_REQUEST, ErrorCode::InvalidData, error.to_string())
             }
@@ -91,11 +93,19 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Database(_) => {
                 tracing::error!(error = %error, "database error");
-                Self::new(S::INTERNAL_SERVER_ERROR, ErrorCode::DatabaseError, "database error")
+                Self::new(
+                    S::INTERNAL_SERVER_ERROR,
+                    ErrorCode::DatabaseError,
+                    "database error",
+                )
             }
             _ => {
                 tracing::error!(error = %error, "store error");
-                Self::new(S::INTERNAL_SERVER_ERROR, ErrorCode::Internal, "internal error")
+                Self::new(
+                    S::INTERNAL_SERVER_ERROR,
+                    ErrorCode::Internal,
+                    "internal error",
+                )
             }
         }
     }
@@ -408,8 +418,10 @@ pub(super) async fn revoke_handle(
     handle: &str,
 ) -> Result<(), ApiError> {
     // A malformed handle is a 400 whoever asks; a well-formed one of another user is not revoked.
-    let well_formed =
-        handle.len() == 64 && handle.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let well_formed = handle.len() == 64
+        && handle
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     if !well_formed {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,

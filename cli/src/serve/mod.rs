@@ -82,9 +82,9 @@ pub fn route_list() -> Vec<Route> {
 
 /// The whole service on `store`: the JSON API under `/api`, `/openapi.json`, and the demo app at `/`
 /// (wrapped in a [`SessionLayer`]).
-#[must_use]
 pub fn router(store: SessionStore, options: ServeOptions) -> Router {
-    let layer = SessionLayer::new(store.clone()).trust_forwarded_proto(options.trust_forwarded_proto);
+    let layer =
+        SessionLayer::new(store.clone()).trust_forwarded_proto(options.trust_forwarded_proto);
     routes()
         .router
         .fallback(api::not_found)

@@ -87,7 +87,9 @@ pub fn document() -> Value {
     let bad_id = || error("The token or handle is malformed (`invalid_id`).");
     let not_found = || error("No such session (`not_found`).");
     let expired = || error("The session has expired (`expired`).");
-    let bad_body = || error("The body does not parse (`invalid_request`) or cannot be stored (`invalid_data`).");
+    let bad_body = || {
+        error("The body does not parse (`invalid_request`) or cannot be stored (`invalid_data`).")
+    };
     let media = || error("The body is not `application/json` (`unsupported_media_type`).");
     json!({
         "openapi": "3.0.3",

@@ -87,7 +87,10 @@ The session lives in PostgreSQL; its policy (ids, expiry, cookies) runs in a Web
 }
 
 /// `GET /`: the sign-in form or the signed-in view, and the session's data.
-async fn page(State(app): State<AppState>, session: SessionHandle) -> Result<Html<String>, PageError> {
+async fn page(
+    State(app): State<AppState>,
+    session: SessionHandle,
+) -> Result<Html<String>, PageError> {
     Ok(Html(render(&app, &session, None).await?))
 }
 
@@ -201,10 +204,10 @@ fn device_label(headers: &HeaderMap) -> String {
         "Safari",
         "curl",
     ];
-    known
-        .iter()
-        .find(|name| agent.contains(*name))
-        .map_or_else(|| agent.chars().take(40).collect(), |name| (*name).to_owned())
+    known.iter().find(|name| agent.contains(*name)).map_or_else(
+        || agent.chars().take(40).collect(),
+        |name| (*name).to_owned(),
+    )
 }
 
 /// `POST /logout`: deletes this session and removes the cookie.

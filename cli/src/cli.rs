@@ -128,6 +128,18 @@ pub enum Command {
     Component,
     /// Walk through the session API once on the chosen database, explaining each step.
     Demo,
+    /// Serve the JSON API (OpenAPI at /openapi.json) and the demo web app until SIGINT/SIGTERM.
+    Serve {
+        /// The address to listen on (port 0 picks a free port; the URL is printed).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Seconds between background deletions of expired sessions (0 turns them off).
+        #[arg(long, value_name = "SECS", default_value_t = 300)]
+        cleanup_interval: u64,
+        /// Trust X-Forwarded-Proto for the cookie's Secure attribute (only behind a TLS proxy).
+        #[arg(long)]
+        trust_proxy: bool,
+    },
 }
 
 /// Parses `KEY=VALUE` (the value may contain `=`; the key must not be empty).

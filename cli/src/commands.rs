@@ -47,6 +47,22 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Cleanup => cleanup(out, &store).await,
         Command::Cookie { token, http } => cookie(out, &store, &token, http).await,
         Command::Demo => demo(out, &store).await,
+        Command::Serve {
+            listen,
+            cleanup_interval,
+            trust_proxy,
+        } => {
+            let options = wasm_sessions_cli::serve::ServeOptions {
+                trust_forwarded_proto: trust_proxy,
+            };
+            wasm_sessions_cli::serve::run(
+                store,
+                listen,
+                Duration::from_secs(cleanup_interval),
+                options,
+            )
+            .await
+        }
     }
 }
 

@@ -29,6 +29,8 @@ mod entropy;
 mod error;
 mod host;
 mod inspect;
+#[cfg(feature = "tower")]
+mod layer;
 mod postgres;
 mod session;
 mod store;
@@ -37,6 +39,8 @@ pub use driver::{QueryFuture, RowSet, SqlDriver, SqlError, SqlValue};
 pub use entropy::{EntropyError, EntropySource, OsEntropy};
 pub use error::{BuildError, StoreError};
 pub use inspect::{ComponentWorld, component_world};
+#[cfg(feature = "tower")]
+pub use layer::{MissingSessionLayer, SessionHandle, SessionLayer, SessionService};
 pub use postgres::{PostgresDriver, PostgresError, PostgresOptions};
 pub use session::{Concurrency, Config, SameSite, Session, UserSession};
 pub use store::{

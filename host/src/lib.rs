@@ -39,4 +39,7 @@ pub use error::{BuildError, StoreError};
 pub use inspect::{ComponentWorld, component_world};
 pub use postgres::{PostgresDriver, PostgresError, PostgresOptions};
 pub use session::{Config, SameSite, Session, UserSession};
-pub use store::{BUNDLED_COMPONENT, GUEST_MEMORY_LIMIT, SessionStore, SessionStoreBuilder};
+pub use store::{
+    BUNDLED_COMPONENT, CleanupProgress, DEFAULT_CLEANUP_BATCH, GUEST_MEMORY_LIMIT, InstanceStats,
+    Isolation, SessionStore, SessionStoreBuilder,
+};

@@ -46,6 +46,18 @@ struct Args {
     /// Connections in each implementation's pool.
     #[arg(long, value_name = "N", default_value_t = 16)]
     pool_size: usize,
+    /// Run only these operations (repeatable; default all), e.g. to profile one cell.
+    #[arg(long = "operation", value_name = "OP")]
+    operations: Vec<Operation>,
+    /// Run only these implementations (repeatable; default all).
+    #[arg(long = "implementation", value_name = "IMPL")]
+    implementations: Vec<Implementation>,
+    /// Run only these concurrencies (repeatable; default 1 and 16).
+    #[arg(long = "concurrency", value_name = "C")]
+    concurrencies: Vec<usize>,
+    /// Skip the per-call and start-up measurements.
+    #[arg(long)]
+    only_throughput: bool,
     /// What to run (default: the throughput, latency, per-call and start-up benchmark).
     #[command(subcommand)]
     command: Option<Command>,
@@ -99,7 +111,7 @@ fn main() -> Result<()> {
 // The implementations under test.
 
 /// The three implementations (the component in both isolation modes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 enum Implementation {
     /// The component with warm instances reused (the default).
@@ -131,7 +143,7 @@ impl Implementation {
 }
 
 /// The measured operations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 enum Operation {
     /// Load an existing session.
@@ -285,6 +297,9 @@ struct Cell {
     ops_per_sec: f64,
     p50_us: f64,
     p99_us: f64,
+    /// This process's CPU time (user + system, all threads) per operation, µs: what the client side
+    /// costs, independent of how busy the machine is.
+    cpu_us_per_op: f64,
 }
 
 /// Ratios of the component (reuse and fresh) to the native baseline and to the peer.
@@ -345,8 +360,8 @@ struct Report {
     pool_size: usize,
     sessions: usize,
     component_bytes: usize,
-    call_cost: CallCost,
-    startup: Startup,
+    call_cost: Option<CallCost>,
+    startup: Option<Startup>,
     cells: Vec<Cell>,
     ratios: Vec<Ratio>,
     /// Peak resident set size (MiB) sampled during each implementation's c=16 runs.
@@ -434,16 +449,20 @@ async fn benchmark(args: &Args) -> Result<()> {
         records,
     });
 
-    eprintln!("per-call costs");
-    let call_cost = call_cost(&targets).await?;
-    eprintln!("start-up probes");
-    let startup = startup(&db.url)?;
+    let (call_cost, startup) = if args.only_throughput {
+        (None, None)
+    } else {
+        eprintln!("per-call costs");
+        let call_cost = call_cost(&targets).await?;
+        eprintln!("start-up probes");
+        (Some(call_cost), Some(startup(&db.url)?))
+    };
 
     let mut cells = Vec::new();
     let mut peak_rss: HashMap<Implementation, f64> = HashMap::new();
-    for op in Operation::ALL {
-        for concurrency in [1, 16] {
-            for which in Implementation::ALL {
+    for op in or_all(&args.operations, &Operation::ALL) {
+        for concurrency in or_all(&args.concurrencies, &[1, 16]) {
+            for which in or_all(&args.implementations, &Implementation::ALL) {
                 let sampler = (concurrency == 16).then(RssSampler::start);
                 let cell = measure(&targets, which, op, concurrency, duration).await?;
                 if let Some(sampler) = sampler {
@@ -452,13 +471,14 @@ async fn benchmark(args: &Args) -> Result<()> {
                     *entry = entry.max(peak);
                 }
                 eprintln!(
-                    "{:>16} c={:<2} {:>18}: {:>9.0} ops/s  p50 {:>7.1} µs  p99 {:>7.1} µs",
+                    "{:>16} c={:<2} {:>18}: {:>9.0} ops/s  p50 {:>7.1} µs  p99 {:>7.1} µs  cpu {:>5.1} µs/op",
                     op.label(),
                     concurrency,
                     which.label(),
                     cell.ops_per_sec,
                     cell.p50_us,
-                    cell.p99_us
+                    cell.p99_us,
+                    cell.cpu_us_per_op
                 );
                 cells.push(cell);
             }
@@ -487,6 +507,15 @@ async fn benchmark(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// `chosen`, or `all` when nothing was chosen.
+fn or_all<T: Clone>(chosen: &[T], all: &[T]) -> Vec<T> {
+    if chosen.is_empty() {
+        all.to_vec()
+    } else {
+        chosen.to_vec()
+    }
+}
+
 /// Runs `op` on `which` with `concurrency` workers for a warm-up, then for `duration`.
 async fn measure(
     targets: &Arc<Targets>,
@@ -496,9 +525,11 @@ async fn measure(
     duration: Duration,
 ) -> Result<Cell> {
     run_workers(targets, which, op, concurrency, duration / 5).await?;
+    let cpu_before = process_cpu_seconds();
     let started = Instant::now();
     let (ops, histogram) = run_workers(targets, which, op, concurrency, duration).await?;
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = process_cpu_seconds() - cpu_before;
     Ok(Cell {
         operation: op,
         concurrency,
@@ -508,7 +539,28 @@ async fn measure(
         ops_per_sec: ops as f64 / seconds,
         p50_us: histogram.value_at_quantile(0.50) as f64 / 1000.0,
         p99_us: histogram.value_at_quantile(0.99) as f64 / 1000.0,
+        cpu_us_per_op: cpu * 1e6 / ops.max(1) as f64,
     })
+}
+
+/// User + system CPU seconds of this process so far (`/proc/self/stat`, in clock ticks of 10 ms).
+fn process_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // The fields after the command name (which is in parentheses and may contain spaces).
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the command.
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
 /// `concurrency` tasks running `op` back to back until `duration` has passed; the operation count and
@@ -805,17 +857,18 @@ fn print_report(r: &Report) {
         "machine: {} CPUs ({}), PostgreSQL {}; pool size {} for every implementation; {} s per cell\n",
         r.machine.cpus, r.machine.cpu_model, r.machine.postgres, r.pool_size, r.duration_secs
     );
-    println!("| operation | c | implementation | ops/s | p50 µs | p99 µs |");
-    println!("| --- | ---: | --- | ---: | ---: | ---: |");
+    println!("| operation | c | implementation | ops/s | p50 µs | p99 µs | client CPU µs/op |");
+    println!("| --- | ---: | --- | ---: | ---: | ---: | ---: |");
     for c in &r.cells {
         println!(
-            "| {} | {} | {} | {:.0} | {:.1} | {:.1} |",
+            "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} |",
             c.operation.label(),
             c.concurrency,
             c.implementation.label(),
             c.ops_per_sec,
             c.p50_us,
-            c.p99_us
+            c.p99_us,
+            c.cpu_us_per_op
         );
     }
     println!(
@@ -833,7 +886,31 @@ fn print_report(r: &Report) {
             x.fresh_vs_peer
         );
     }
-    let cc = &r.call_cost;
+    if let Some(cc) = &r.call_cost {
+        print_call_cost(cc);
+    }
+    println!(
+        "component: {} bytes ({:.0} KiB)",
+        r.component_bytes,
+        r.component_bytes as f64 / 1024.0
+    );
+    if let Some(s) = &r.startup {
+        print_startup(s);
+    }
+    let mut rss: Vec<_> = r.peak_rss_mib_c16.iter().collect();
+    rss.sort_by_key(|(which, _)| Implementation::ALL.iter().position(|w| w == *which));
+    let rss: Vec<String> = rss
+        .iter()
+        .map(|(which, mib)| format!("{} {mib:.0} MiB", which.label()))
+        .collect();
+    println!(
+        "peak RSS during the c=16 runs (whole process): {}; process peak {:.0} MiB",
+        rss.join(", "),
+        r.process_peak_rss_mib
+    );
+}
+
+fn print_call_cost(cc: &CallCost) {
     println!(
         "\nper call (generate-session-id, no database): fresh instance + call {:.2} µs, warm call {:.2} µs, \
          native {:.2} µs → overhead fresh {:.2} µs, warm {:.2} µs; is-expired fresh {:.2} µs, warm {:.2} µs",
@@ -845,12 +922,9 @@ fn print_report(r: &Report) {
         cc.fresh_is_expired_us,
         cc.warm_is_expired_us
     );
-    println!(
-        "component: {} bytes ({:.0} KiB)",
-        r.component_bytes,
-        r.component_bytes as f64 / 1024.0
-    );
-    let s = &r.startup;
+}
+
+fn print_startup(s: &Startup) {
     println!(
         "start-up to the first served load (fresh process): no cache {:.1} ms (built {:.1}), \
          cold cache {:.1} ms (built {:.1}), warm cache {:.1} ms (built {:.1})",
@@ -860,17 +934,6 @@ fn print_report(r: &Report) {
         s.cold_cache.built_ms,
         s.warm_cache.first_operation_ms,
         s.warm_cache.built_ms
-    );
-    let mut rss: Vec<_> = r.peak_rss_mib_c16.iter().collect();
-    rss.sort_by_key(|(which, _)| Implementation::ALL.iter().position(|w| w == *which));
-    let rss: Vec<String> = rss
-        .iter()
-        .map(|(which, mib)| format!("{} {mib:.0} MiB", which.label()))
-        .collect();
-    println!(
-        "peak RSS during the c=16 runs (whole process): {}; process peak {:.0} MiB",
-        rss.join(", "),
-        r.process_peak_rss_mib
     );
 }
 

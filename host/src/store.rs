@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use tracing::Instrument as _;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
-    Cache, CacheConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+    Cache, CacheConfig, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
 };
 
 use crate::bindings::{SessionStore as GuestWorld, SessionStorePre};
@@ -227,7 +227,13 @@ fn engine(max_instances: u32, cache: Option<Cache>) -> wasmtime::Result<Engine> 
         .total_core_instances(max_instances.saturating_mul(4))
         .total_memories(max_instances.saturating_mul(2))
         .total_tables(max_instances.saturating_mul(4))
-        .max_memory_size(GUEST_MEMORY_LIMIT);
+        .max_memory_size(GUEST_MEMORY_LIMIT)
+        // Reset a reused slot by rewriting only the pages the last instance dirtied (found with Linux's
+        // PAGEMAP_SCAN where available) instead of `madvise` + a page fault per touched page on the next
+        // instantiation; see BENCHMARKS.md for the measured effect.
+        .linear_memory_keep_resident(GUEST_MEMORY_LIMIT)
+        .table_keep_resident(1 << 20)
+        .pagemap_scan(Enabled::Auto);
     let mut config = wasmtime::Config::new();
     config
         .wasm_component_model(true)

@@ -55,6 +55,14 @@ struct Args {
     /// Run only these concurrencies (repeatable; default 1 and 16).
     #[arg(long = "concurrency", value_name = "C")]
     concurrencies: Vec<usize>,
+    /// Run the whole matrix this many times, interleaved, and report each cell's median round (by
+    /// throughput): damps bursts of other load on a shared machine.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    rounds: usize,
+    /// Run the benchmark database with `synchronous_commit = off`, so writes do not wait for the WAL
+    /// flush (an fsync, milliseconds on this machine) and the client-side cost of save/create shows.
+    #[arg(long)]
+    async_commit: bool,
     /// Skip the per-call and start-up measurements.
     #[arg(long)]
     only_throughput: bool,
@@ -359,11 +367,16 @@ struct Report {
     duration_secs: u64,
     pool_size: usize,
     sessions: usize,
+    synchronous_commit: bool,
     component_bytes: usize,
     call_cost: Option<CallCost>,
     startup: Option<Startup>,
+    rounds: usize,
+    /// Each cell's median round.
     cells: Vec<Cell>,
     ratios: Vec<Ratio>,
+    /// Every round of every cell.
+    all_rounds: Vec<Cell>,
     /// Peak resident set size (MiB) sampled during each implementation's c=16 runs.
     peak_rss_mib_c16: HashMap<Implementation, f64>,
     /// The process's peak RSS over the whole run (VmHWM), MiB.
@@ -385,6 +398,16 @@ async fn benchmark(args: &Args) -> Result<()> {
         pool_size: args.pool_size,
         ..PostgresOptions::default()
     };
+    if args.async_commit {
+        db.client()
+            .await
+            .batch_execute(
+                "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET synchronous_commit = off', \
+                 current_database()); END $$",
+            )
+            .await
+            .context("setting synchronous_commit = off")?;
+    }
     let postgres = db
         .client()
         .await
@@ -458,43 +481,50 @@ async fn benchmark(args: &Args) -> Result<()> {
         (Some(call_cost), Some(startup(&db.url)?))
     };
 
-    let mut cells = Vec::new();
+    let mut all_rounds: Vec<Cell> = Vec::new();
     let mut peak_rss: HashMap<Implementation, f64> = HashMap::new();
-    for op in or_all(&args.operations, &Operation::ALL) {
-        for concurrency in or_all(&args.concurrencies, &[1, 16]) {
-            for which in or_all(&args.implementations, &Implementation::ALL) {
-                let sampler = (concurrency == 16).then(RssSampler::start);
-                let cell = measure(&targets, which, op, concurrency, duration).await?;
-                if let Some(sampler) = sampler {
-                    let peak = sampler.stop();
-                    let entry = peak_rss.entry(which).or_insert(0.0);
-                    *entry = entry.max(peak);
+    for round in 1..=args.rounds.max(1) {
+        eprintln!("round {round} of {}", args.rounds.max(1));
+        for op in or_all(&args.operations, &Operation::ALL) {
+            for concurrency in or_all(&args.concurrencies, &[1, 16]) {
+                for which in or_all(&args.implementations, &Implementation::ALL) {
+                    let sampler = (concurrency == 16).then(RssSampler::start);
+                    let cell = measure(&targets, which, op, concurrency, duration).await?;
+                    if let Some(sampler) = sampler {
+                        let peak = sampler.stop();
+                        let entry = peak_rss.entry(which).or_insert(0.0);
+                        *entry = entry.max(peak);
+                    }
+                    eprintln!(
+                        "{:>16} c={:<2} {:>18}: {:>9.0} ops/s  p50 {:>7.1} µs  p99 {:>7.1} µs  cpu {:>5.1} µs/op",
+                        op.label(),
+                        concurrency,
+                        which.label(),
+                        cell.ops_per_sec,
+                        cell.p50_us,
+                        cell.p99_us,
+                        cell.cpu_us_per_op
+                    );
+                    all_rounds.push(cell);
                 }
-                eprintln!(
-                    "{:>16} c={:<2} {:>18}: {:>9.0} ops/s  p50 {:>7.1} µs  p99 {:>7.1} µs  cpu {:>5.1} µs/op",
-                    op.label(),
-                    concurrency,
-                    which.label(),
-                    cell.ops_per_sec,
-                    cell.p50_us,
-                    cell.p99_us,
-                    cell.cpu_us_per_op
-                );
-                cells.push(cell);
             }
         }
     }
+    let cells = median_cells(&all_rounds);
     let ratios = ratios(&cells);
     let report = Report {
         machine,
         duration_secs: duration.as_secs(),
         pool_size: args.pool_size,
         sessions: args.sessions,
+        synchronous_commit: !args.async_commit,
         component_bytes: BUNDLED_COMPONENT.len(),
         call_cost,
         startup,
+        rounds: args.rounds.max(1),
         cells,
         ratios,
+        all_rounds,
         peak_rss_mib_c16: peak_rss,
         process_peak_rss_mib: proc_status_kib("VmHWM:").map_or(0.0, |k| k as f64 / 1024.0),
     };
@@ -505,6 +535,28 @@ async fn benchmark(args: &Args) -> Result<()> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// Per (operation, concurrency, implementation), the round with the median throughput, in first-seen
+/// order.
+fn median_cells(rounds: &[Cell]) -> Vec<Cell> {
+    let mut keys = Vec::new();
+    for c in rounds {
+        let key = (c.operation, c.concurrency, c.implementation);
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    keys.into_iter()
+        .map(|(op, conc, which)| {
+            let mut same: Vec<&Cell> = rounds
+                .iter()
+                .filter(|c| c.operation == op && c.concurrency == conc && c.implementation == which)
+                .collect();
+            same.sort_by(|a, b| a.ops_per_sec.total_cmp(&b.ops_per_sec));
+            same[same.len() / 2].clone()
+        })
+        .collect()
 }
 
 /// `chosen`, or `all` when nothing was chosen.
@@ -854,8 +906,15 @@ async fn cleanup_at_scale(args: &Args, expired: u64, live: u64, batch_size: u32)
 
 fn print_report(r: &Report) {
     println!(
-        "machine: {} CPUs ({}), PostgreSQL {}; pool size {} for every implementation; {} s per cell\n",
-        r.machine.cpus, r.machine.cpu_model, r.machine.postgres, r.pool_size, r.duration_secs
+        "machine: {} CPUs ({}), PostgreSQL {}; pool size {} for every implementation; {} s per cell; \
+         median of {} round(s); synchronous_commit {}\n",
+        r.machine.cpus,
+        r.machine.cpu_model,
+        r.machine.postgres,
+        r.pool_size,
+        r.duration_secs,
+        r.rounds,
+        if r.synchronous_commit { "on" } else { "off" }
     );
     println!("| operation | c | implementation | ops/s | p50 µs | p99 µs | client CPU µs/op |");
     println!("| --- | ---: | --- | ---: | ---: | ---: | ---: |");

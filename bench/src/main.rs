@@ -811,11 +811,14 @@ async fn cleanup_at_scale(args: &Args, expired: u64, live: u64, batch_size: u32)
              FROM generate_series(1, {expired}) AS g; \
              INSERT INTO sessions (id_hash, data, created_at, expires_at) \
              SELECT sha256(int8send(g)), '{{\"k\": \"v\"}}'::jsonb, now(), now() + interval '1 day' \
-             FROM generate_series({expired} + 1, {expired} + {live}) AS g; \
-             VACUUM ANALYZE sessions"
+             FROM generate_series({expired} + 1, {expired} + {live}) AS g"
         ))
         .await
         .context("generating the rows")?;
+    client
+        .batch_execute("VACUUM ANALYZE sessions")
+        .await
+        .context("VACUUM ANALYZE")?;
     let generate_seconds = generating.elapsed().as_secs_f64();
 
     let options = PostgresOptions {

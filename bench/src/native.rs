@@ -54,7 +54,8 @@ impl NativeStore {
                 "max-age must be between 1 and 34560000 seconds, got {max_age}"
             )));
         }
-        let now = SystemTime::now();
+        // Microsecond precision, as the guest's clock and the database have.
+        let now = time(&SqlValue::Timestamp(micros(SystemTime::now())))?;
         Ok(Session {
             id: Self::generate_session_id()?,
             data: BTreeMap::new(),

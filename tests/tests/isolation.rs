@@ -86,6 +86,7 @@ async fn save_load_delete_round_trip_one_statement_each(isolation: Isolation) {
             Err(StoreError::NotFound)
         ));
         assert!(!store.delete(&session.id).await.unwrap());
+        assert_eq!(driver.take(), 2);
     }
 }
 

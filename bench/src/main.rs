@@ -937,7 +937,7 @@ fn print_report(r: &Report) {
         "\n| operation | c | reuse / native | reuse / tower-sessions | fresh / native | fresh / tower-sessions |"
     );
     println!("| --- | ---: | ---: | ---: | ---: | ---: |");
-    for x in &r.ratios {
+    for x in r.ratios.iter().filter(|x| !x.reuse_vs_native.is_nan()) {
         println!(
             "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
             x.operation.label(),

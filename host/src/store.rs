@@ -136,7 +136,8 @@ impl SessionStoreBuilder {
         self
     }
 
-    /// The most guest instances alive at once (concurrent calls); default 1000.
+    /// The most guest instances alive at once (calls in flight plus idle warm instances); default 1000.
+    /// The pooling allocator reserves this many instance slots up front.
     #[must_use]
     pub fn max_concurrent_calls(mut self, max: u32) -> Self {
         self.max_instances = max.max(1);
@@ -230,7 +231,9 @@ fn engine(max_instances: u32, cache: Option<Cache>) -> wasmtime::Result<Engine> 
         .max_memory_size(GUEST_MEMORY_LIMIT)
         // Reset a reused slot by rewriting only the pages the last instance dirtied (found with Linux's
         // PAGEMAP_SCAN where available) instead of `madvise` + a page fault per touched page on the next
-        // instantiation; see BENCHMARKS.md for the measured effect.
+        // instantiation; see BENCHMARKS.md for the measured effect. The price: slots that were used keep
+        // the pages their guest touched resident (at most `max_unused_warm_slots` such idle slots, 100
+        // by default; the bench's peak RSS is in BENCHMARKS.md).
         .linear_memory_keep_resident(GUEST_MEMORY_LIMIT)
         .table_keep_resident(1 << 20)
         .pagemap_scan(Enabled::Auto);

@@ -24,6 +24,16 @@ pub struct Cli {
     )]
     pub data_dir: PathBuf,
 
+    /// Where the compiled session component is cached between runs [default: $XDG_CACHE_HOME/wasm-sessions,
+    /// else a `wasm-cache` directory beside --data-dir].
+    #[arg(
+        long,
+        value_name = "DIR",
+        global = true,
+        env = "WASM_SESSIONS_CACHE_DIR"
+    )]
+    pub cache_dir: Option<PathBuf>,
+
     /// Print each result as one JSON object per line.
     #[arg(long, global = true)]
     pub json: bool,
@@ -112,8 +122,12 @@ pub enum Command {
         /// The session handle.
         handle: String,
     },
-    /// Delete expired sessions; prints the count.
-    Cleanup,
+    /// Delete expired sessions in batches, with a progress bar on a terminal; prints the count.
+    Cleanup {
+        /// Rows removed per statement (at most 100000).
+        #[arg(long, value_name = "ROWS", default_value_t = wasm_sessions::DEFAULT_CLEANUP_BATCH)]
+        batch_size: u32,
+    },
     /// Print the Set-Cookie header value for a session.
     Cookie {
         /// The session token.

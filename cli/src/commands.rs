@@ -1,9 +1,10 @@
 //! One function per command. Tokens and session data never go to tracing.
 
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, Result, bail};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use wasm_sessions::{PostgresDriver, Session, SessionStore, StoreError};
 
@@ -28,10 +29,17 @@ pub async fn run(cli: Cli) -> Result<()> {
     if let Command::Migrate = cli.command {
         return migrate(out, &driver).await;
     }
+    let cache_dir = cache_dir(cli.cache_dir, &cli.data_dir);
     let store = SessionStore::builder(driver)
+        .compilation_cache(&cache_dir)
         .build()
         .await
-        .context("starting the session store")?;
+        .with_context(|| {
+            format!(
+                "starting the session store (compilation cache in {})",
+                cache_dir.display()
+            )
+        })?;
     match cli.command {
         Command::Migrate | Command::StopDb | Command::Component => unreachable!("handled above"),
         Command::Create { max_age, user, set } => create(out, &store, max_age, user, set).await,
@@ -44,7 +52,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Sessions { user } => sessions(out, &store, user).await,
         Command::Revoke { user, except } => revoke(out, &store, user, except.as_deref()).await,
         Command::RevokeSession { handle } => revoke_session(out, &store, &handle).await,
-        Command::Cleanup => cleanup(out, &store).await,
+        Command::Cleanup { batch_size } => cleanup(out, &store, batch_size).await,
         Command::Cookie { token, http } => cookie(out, &store, &token, http).await,
         Command::Demo => demo(out, &store).await,
         Command::Serve {
@@ -220,9 +228,46 @@ async fn revoke_session(out: Output, store: &SessionStore, handle: &str) -> Resu
     out.result(human, json!({ "revoked": revoked }))
 }
 
-/// `cleanup`: deletes expired sessions; prints the count.
-async fn cleanup(out: Output, store: &SessionStore) -> Result<()> {
-    let removed = store.cleanup().await.context("removing expired sessions")?;
+/// The compilation cache directory: `--cache-dir` / `WASM_SESSIONS_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/wasm-sessions`, else `wasm-cache` beside the embedded cluster's data directory.
+fn cache_dir(given: Option<PathBuf>, data_dir: &Path) -> PathBuf {
+    if let Some(dir) = given.filter(|d| !d.as_os_str().is_empty()) {
+        return dir;
+    }
+    if let Some(xdg) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(xdg).join("wasm-sessions");
+    }
+    data_dir
+        .parent()
+        .map_or_else(|| PathBuf::from("wasm-cache"), |p| p.join("wasm-cache"))
+}
+
+/// `cleanup`: deletes expired sessions in batches of `batch_size`, drawing a progress bar on stderr
+/// when it is a terminal; prints the count (one JSON line with `--json`).
+async fn cleanup(out: Output, store: &SessionStore, batch_size: u32) -> Result<()> {
+    let total = store
+        .count_expired(SystemTime::now())
+        .await
+        .context("counting expired sessions")?;
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} removing expired sessions [{bar:40}] {pos}/{len} ({per_sec}, {eta} left)",
+        )
+        .context("the progress bar template")?
+        .progress_chars("=> "),
+    );
+    let removed = store
+        .cleanup_in_batches(batch_size, |progress| {
+            if progress.removed_total > bar.length().unwrap_or(0) {
+                // Sessions that expired after the count was taken.
+                bar.set_length(progress.removed_total);
+            }
+            bar.set_position(progress.removed_total);
+        })
+        .await;
+    bar.finish_and_clear();
+    let removed = removed.context("removing expired sessions")?;
     out.result(
         format!("removed {removed} expired session(s)"),
         json!({ "removed": removed }),

@@ -47,7 +47,14 @@ impl Run {
 /// A command for the binary with a clean environment for logging and the database.
 fn command() -> Command {
     let mut command = Command::new(BIN);
-    command.env_remove("DATABASE_URL").env_remove("RUST_LOG");
+    command
+        .env_remove("DATABASE_URL")
+        .env_remove("RUST_LOG")
+        // One compilation cache for every run of the tests, outside the source tree.
+        .env(
+            "WASM_SESSIONS_CACHE_DIR",
+            concat!(env!("CARGO_TARGET_TMPDIR"), "/wasm-cache"),
+        );
     command
 }
 
@@ -278,6 +285,29 @@ async fn cleanup_removes_a_session_once_it_expired() {
     assert_eq!(
         cli(&db, &["cleanup"]).await.ok(),
         "removed 0 expired session(s)\n"
+    );
+}
+
+#[tokio::test]
+async fn cleanup_in_small_batches_removes_every_expired_session_and_prints_one_json_line() {
+    let db = TestDb::new().await;
+    for _ in 0..3 {
+        create(&db, &["--max-age", "1"]).await;
+    }
+    let live = token(&create(&db, &[]).await);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    let removed = cli(&db, &["cleanup", "--batch-size", "2", "--json"]).await;
+    assert!(
+        removed.stderr.is_empty(),
+        "no progress bar off a terminal: {removed:#?}"
+    );
+    assert_eq!(removed.json(), serde_json::json!({ "removed": 3 }));
+    assert_eq!(cli(&db, &["get", &live]).await.code, 0);
+    assert_eq!(
+        cli(&db, &["cleanup", "--batch-size", "0"]).await.code,
+        1,
+        "a batch of 0 rows is refused"
     );
 }
 

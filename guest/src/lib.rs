@@ -81,6 +81,14 @@ impl Guest for Component {
         store::cleanup(clock::now_micros())
     }
 
+    fn cleanup_batch(cutoff: i64, limit: u32) -> Result<u64, StoreError> {
+        store::cleanup_batch(cutoff, limit)
+    }
+
+    fn count_expired(cutoff: i64) -> Result<u64, StoreError> {
+        store::count_expired(cutoff)
+    }
+
     fn get_user_sessions(user_id: i64) -> Result<Vec<UserSession>, StoreError> {
         store::user_sessions(user_id, clock::now_micros())
     }

@@ -7,8 +7,11 @@ use crate::bindings::wasm_sessions::store::sql::{RowSet, SqlValue, sql_query};
 use crate::session::{self, Data};
 use crate::token;
 
-/// Rows removed per cleanup batch.
-pub const CLEANUP_BATCH: i64 = 1000;
+/// Rows removed per cleanup batch by `cleanup`.
+pub const CLEANUP_BATCH: u32 = 1000;
+
+/// The largest `limit` `cleanup-batch` accepts: one statement never locks more rows than this.
+pub const MAX_CLEANUP_BATCH: u32 = 100_000;
 
 const INSERT: &str = "INSERT INTO sessions \
 (id_hash, data, user_id, created_at, expires_at, absolute_expires_at) \
@@ -40,6 +43,7 @@ const SELECT_USER: &str = "SELECT id_hash, data, created_at, expires_at, updated
 WHERE user_id = $1 AND expires_at > $2 ORDER BY created_at DESC, id_hash";
 const DELETE_USER: &str = "DELETE FROM sessions WHERE user_id = $1";
 const DELETE_USER_EXCEPT: &str = "DELETE FROM sessions WHERE user_id = $1 AND id_hash <> $2";
+const COUNT_EXPIRED: &str = "SELECT count(*) AS expired FROM sessions WHERE expires_at <= $1";
 
 /// Runs one statement, mapping a SQL failure to `database`.
 fn run(statement: &str, params: &[SqlValue]) -> Result<RowSet, StoreError> {
@@ -224,14 +228,44 @@ pub fn regenerate_id(
 pub fn cleanup(cutoff: i64) -> Result<u64, StoreError> {
     let mut total: u64 = 0;
     loop {
-        let rows = run(
-            CLEANUP,
-            &[SqlValue::Timestamp(cutoff), SqlValue::Int64(CLEANUP_BATCH)],
-        )?;
-        total = total.saturating_add(rows.rows_affected);
-        if rows.rows_affected < CLEANUP_BATCH.unsigned_abs() {
+        let removed = cleanup_batch(cutoff, CLEANUP_BATCH)?;
+        total = total.saturating_add(removed);
+        if removed < u64::from(CLEANUP_BATCH) {
             return Ok(total);
         }
+    }
+}
+
+/// Deletes at most `limit` sessions that expired by `cutoff`, oldest first, in one statement.
+pub fn cleanup_batch(cutoff: i64, limit: u32) -> Result<u64, StoreError> {
+    if limit == 0 {
+        return Ok(0);
+    }
+    if limit > MAX_CLEANUP_BATCH {
+        return Err(StoreError::InvalidData(format!(
+            "a cleanup batch of {limit} rows is over the limit of {MAX_CLEANUP_BATCH}"
+        )));
+    }
+    let rows = run(
+        CLEANUP,
+        &[SqlValue::Timestamp(cutoff), SqlValue::Int64(limit.into())],
+    )?;
+    Ok(rows.rows_affected)
+}
+
+/// Counts the sessions that expired by `cutoff`.
+pub fn count_expired(cutoff: i64) -> Result<u64, StoreError> {
+    let rows = run(COUNT_EXPIRED, &[SqlValue::Timestamp(cutoff)])?;
+    if rows.rows.len() != 1 {
+        return Err(unexpected(format!(
+            "count-expired returned {} rows, expected 1",
+            rows.rows.len()
+        )));
+    }
+    match Row::new(&rows, 0)?.get("expired")? {
+        SqlValue::Int64(n) => u64::try_from(*n)
+            .map_err(|_| unexpected(format!("count-expired returned a negative count {n}"))),
+        other => Err(wrong("expired", "int64", other)),
     }
 }
 

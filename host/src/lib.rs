@@ -44,5 +44,6 @@ pub use layer::{MissingSessionLayer, SessionHandle, SessionLayer, SessionService
 pub use postgres::{PostgresDriver, PostgresError, PostgresOptions};
 pub use session::{Concurrency, Config, SameSite, Session, UserSession};
 pub use store::{
-    BUNDLED_COMPONENT, DEFAULT_FUEL_PER_CALL, GUEST_MEMORY_LIMIT, SessionStore, SessionStoreBuilder,
+    BUNDLED_COMPONENT, CleanupProgress, DEFAULT_CLEANUP_BATCH, DEFAULT_FUEL_PER_CALL,
+    GUEST_MEMORY_LIMIT, InstanceStats, Isolation, SessionStore, SessionStoreBuilder,
 };

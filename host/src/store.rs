@@ -1,16 +1,21 @@
 //! [`SessionStore`]: build the engine and component once, then serve many calls concurrently, each on a
-//! fresh, isolated guest instance.
+//! guest instance of its own (a fresh one per call, or a warm one from a pool: see [`Isolation`]).
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use tracing::Instrument as _;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{
+    Cache, CacheConfig, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+};
 
 use crate::bindings::{SessionStore as GuestWorld, SessionStorePre};
 use crate::convert::{
-    config_from_wit, config_to_wit, session_from_wit, session_to_wit, store_error_from_wit,
-    user_session_from_wit,
+    config_from_wit, config_to_wit, micros_from_time, session_from_wit, session_to_wit,
+    store_error_from_wit, user_session_from_wit,
 };
 use crate::driver::SqlDriver;
 use crate::entropy::{EntropySource, OsEntropy};
@@ -34,6 +39,70 @@ const FUEL_YIELD_INTERVAL: u64 = 10_000_000;
 
 type ConfigEdit = Box<dyn FnOnce(&mut Config) + Send>;
 
+/// Rows one [`SessionStore::cleanup_in_batches`] step removes at most, unless told otherwise.
+pub const DEFAULT_CLEANUP_BATCH: u32 = 1000;
+
+/// How guest instances are used across calls.
+///
+/// Both modes give every call an instance of its own (never two calls at once on one instance), and both
+/// drop an instance whose call trapped or failed inside wasmtime: such an instance is never used again.
+/// They differ in what a call may find in the instance's memory: nothing ([`FreshInstancePerCall`]) or
+/// whatever earlier, successful calls left in the guest's heap ([`ReuseInstances`]). The guest keeps no
+/// state between calls by design, so the results are the same; the difference is how far a guest bug
+/// could reach. Measured costs are in `BENCHMARKS.md`.
+///
+/// [`FreshInstancePerCall`]: Isolation::FreshInstancePerCall
+/// [`ReuseInstances`]: Isolation::ReuseInstances
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Instantiate the component for every call and drop the instance afterwards: the strictest
+    /// isolation, no memory is shared between calls. Costs one instantiation per call.
+    FreshInstancePerCall,
+    /// Keep up to `max_idle` instances whose last call succeeded and hand them to later calls; make a new
+    /// one when none is idle. An instance whose call trapped is discarded. The default, with
+    /// `max_idle` = [`Isolation::DEFAULT_MAX_IDLE`].
+    ReuseInstances {
+        /// The most idle instances kept (each holds its linear memory, usually a few hundred KiB).
+        max_idle: usize,
+    },
+}
+
+impl Isolation {
+    /// The idle instances the default [`Isolation::ReuseInstances`] keeps: enough for 16 concurrent
+    /// calls (the default PostgreSQL pool size) without instantiating.
+    pub const DEFAULT_MAX_IDLE: usize = 16;
+}
+
+impl Default for Isolation {
+    fn default() -> Self {
+        Isolation::ReuseInstances {
+            max_idle: Self::DEFAULT_MAX_IDLE,
+        }
+    }
+}
+
+/// Counters of the store's guest instances ([`SessionStore::instance_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InstanceStats {
+    /// Instances created since the store was built (including the builder's own calls).
+    pub instantiated: u64,
+    /// Instances dropped because their call trapped or failed inside wasmtime.
+    pub discarded: u64,
+    /// Instances idle in the pool right now (always 0 with [`Isolation::FreshInstancePerCall`]).
+    pub idle: usize,
+}
+
+/// One cleanup step as reported to the callback of [`SessionStore::cleanup_in_batches`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupProgress {
+    /// Rows removed by this step.
+    pub removed_in_batch: u64,
+    /// Rows removed so far by this cleanup.
+    pub removed_total: u64,
+    /// Steps run so far (one statement each).
+    pub batches: u64,
+}
+
 /// Builds a [`SessionStore`]; see [`SessionStore::builder`].
 pub struct SessionStoreBuilder {
     driver: Arc<dyn SqlDriver>,
@@ -43,6 +112,8 @@ pub struct SessionStoreBuilder {
     edits: Vec<ConfigEdit>,
     max_instances: u32,
     fuel_per_call: u64,
+    isolation: Isolation,
+    cache_dir: Option<PathBuf>,
 }
 
 impl SessionStoreBuilder {
@@ -74,7 +145,8 @@ impl SessionStoreBuilder {
         self
     }
 
-    /// The most guest instances alive at once (concurrent calls); default 1000.
+    /// The most guest instances alive at once (calls in flight plus idle warm instances); default 1000.
+    /// The pooling allocator reserves this many instance slots up front.
     #[must_use]
     pub fn max_concurrent_calls(mut self, max: u32) -> Self {
         self.max_instances = max.max(1);
@@ -89,13 +161,37 @@ impl SessionStoreBuilder {
         self
     }
 
-    /// Compiles the component, links the imports, and checks the configuration with the guest.
+    /// Chooses how guest instances are used across calls (default: [`Isolation::default`], warm
+    /// instances reused).
+    #[must_use]
+    pub fn isolation(mut self, isolation: Isolation) -> Self {
+        self.isolation = isolation;
+        self
+    }
+
+    /// Keeps the compiled component in `dir` (wasmtime's compilation cache, keyed by the component's
+    /// bytes, the wasmtime version and the engine settings), so a later start skips compiling. A
+    /// relative `dir` is taken from the current directory; it is created when missing. Without this the
+    /// component is compiled at every build.
+    #[must_use]
+    pub fn compilation_cache(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// Compiles the component (or loads it from the [compilation cache](Self::compilation_cache)),
+    /// links the imports, and checks the configuration with the guest.
     ///
     /// # Errors
-    /// [`BuildError::Engine`], [`BuildError::Component`] (not a valid `session-store` component), or
-    /// [`BuildError::Config`] naming the configuration rule that failed.
+    /// [`BuildError::Engine`] (also for a cache directory that cannot be created),
+    /// [`BuildError::Component`] (not a valid `session-store` component), or [`BuildError::Config`]
+    /// naming the configuration rule that failed.
     pub async fn build(self) -> Result<SessionStore, BuildError> {
-        let engine = engine(self.max_instances).map_err(BuildError::engine)?;
+        let cache = match &self.cache_dir {
+            Some(dir) => Some(compilation_cache(dir)?),
+            None => None,
+        };
+        let engine = engine(self.max_instances, cache).map_err(BuildError::engine)?;
         let bytes = self.component.as_deref().unwrap_or(BUNDLED_COMPONENT);
         let component = Component::new(&engine, bytes).map_err(BuildError::component)?;
         let mut linker = Linker::<HostState>::new(&engine);
@@ -114,6 +210,7 @@ impl SessionStoreBuilder {
                 entropy: self.entropy,
                 fuel_per_call: self.fuel_per_call,
                 config: None,
+                pool: InstancePool::new(self.isolation),
             }),
         };
         let mut config = match self.config {
@@ -134,14 +231,30 @@ impl SessionStoreBuilder {
     }
 }
 
-fn engine(max_instances: u32) -> wasmtime::Result<Engine> {
+/// wasmtime's compilation cache in `dir` (made absolute; created when missing).
+fn compilation_cache(dir: &std::path::Path) -> Result<Cache, BuildError> {
+    let dir = std::path::absolute(dir).map_err(|e| BuildError::Engine(Box::new(e)))?;
+    let mut config = CacheConfig::new();
+    config.with_directory(dir);
+    Cache::new(config).map_err(BuildError::engine)
+}
+
+fn engine(max_instances: u32, cache: Option<Cache>) -> wasmtime::Result<Engine> {
     let mut pooling = PoolingAllocationConfig::default();
     pooling
         .total_component_instances(max_instances)
         .total_core_instances(max_instances.saturating_mul(4))
         .total_memories(max_instances.saturating_mul(2))
         .total_tables(max_instances.saturating_mul(4))
-        .max_memory_size(GUEST_MEMORY_LIMIT);
+        .max_memory_size(GUEST_MEMORY_LIMIT)
+        // Reset a reused slot by rewriting only the pages the last instance dirtied (found with Linux's
+        // PAGEMAP_SCAN where available) instead of `madvise` + a page fault per touched page on the next
+        // instantiation; see BENCHMARKS.md for the measured effect. The price: slots that were used keep
+        // the pages their guest touched resident (at most `max_unused_warm_slots` such idle slots, 100
+        // by default; the bench's peak RSS is in BENCHMARKS.md).
+        .linear_memory_keep_resident(GUEST_MEMORY_LIMIT)
+        .table_keep_resident(1 << 20)
+        .pagemap_scan(Enabled::Auto);
     let mut config = wasmtime::Config::new();
     config
         .wasm_component_model(true)
@@ -149,7 +262,8 @@ fn engine(max_instances: u32) -> wasmtime::Result<Engine> {
         .concurrency_support(false)
         // A per-call budget of guest instructions: a guest that loops forever is stopped.
         .consume_fuel(true)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling))
+        .cache(cache);
     Engine::new(&config)
 }
 
@@ -161,12 +275,62 @@ struct Inner {
     fuel_per_call: u64,
     /// Set once by the builder; `None` only while the builder asks the guest for its defaults.
     config: Option<Config>,
+    pool: InstancePool,
+}
+
+/// A guest instance with the wasmtime store it lives in.
+struct Instance {
+    store: Store<HostState>,
+    guest: GuestWorld,
+}
+
+/// Where calls get their instance: idle warm ones (in [`Isolation::ReuseInstances`]) or a new one.
+struct InstancePool {
+    max_idle: usize,
+    idle: Mutex<Vec<Instance>>,
+    instantiated: AtomicU64,
+    discarded: AtomicU64,
+}
+
+impl InstancePool {
+    fn new(isolation: Isolation) -> Self {
+        let max_idle = match isolation {
+            Isolation::FreshInstancePerCall => 0,
+            Isolation::ReuseInstances { max_idle } => max_idle,
+        };
+        Self {
+            max_idle,
+            idle: Mutex::new(Vec::with_capacity(max_idle)),
+            instantiated: AtomicU64::new(0),
+            discarded: AtomicU64::new(0),
+        }
+    }
+
+    /// An idle instance, if there is one.
+    fn take_idle(&self) -> Option<Instance> {
+        if self.max_idle == 0 {
+            return None;
+        }
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    /// Keeps `instance`, whose call succeeded, for a later call; drops it when the pool is full.
+    fn put_back(&self, instance: Instance) {
+        if self.max_idle == 0 {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.max_idle {
+            idle.push(instance);
+        }
+    }
 }
 
 /// The session store: the seed's session API, every operation run by the guest component.
 ///
-/// Cheap to clone and safe to share between tasks. Each call gets a fresh guest instance, so no state
-/// leaks between calls and a guest that traps fails only its own call.
+/// Cheap to clone and safe to share between tasks. Each call runs on a guest instance of its own, fresh
+/// or warm as chosen by [`SessionStoreBuilder::isolation`]; a guest that traps fails only its own call,
+/// and its instance is dropped.
 #[derive(Clone)]
 pub struct SessionStore {
     inner: Arc<Inner>,
@@ -180,17 +344,28 @@ impl std::fmt::Debug for SessionStore {
     }
 }
 
-/// Instantiates a fresh guest and calls one export of the `store` interface inside a tracing span.
-/// Session data and tokens are never recorded in the span.
+/// Calls one export of the `store` interface on an instance of its own, inside a tracing span. The
+/// instance goes back to the pool only when the call completed without a trap; a cancelled call drops
+/// it with its future. Session data and tokens are never recorded in the span.
 macro_rules! call_guest {
     ($self:ident, $op:literal, $method:ident ( $($arg:expr),* )) => {
         async {
-            let (mut store, guest) = $self.instantiate().await?;
-            guest
+            let mut instance = $self.instance().await?;
+            let outcome = instance
+                .guest
                 .wasm_sessions_store_store()
-                .$method(&mut store, $($arg),*)
-                .await
-                .map_err(StoreError::guest)
+                .$method(&mut instance.store, $($arg),*)
+                .await;
+            match outcome {
+                Ok(value) => {
+                    $self.inner.pool.put_back(instance);
+                    Ok(value)
+                }
+                Err(trap) => {
+                    $self.inner.pool.discarded.fetch_add(1, Ordering::Relaxed);
+                    Err(StoreError::guest(trap))
+                }
+            }
         }
         .instrument(tracing::info_span!(concat!("session.", $op)))
         .await
@@ -213,6 +388,8 @@ impl SessionStore {
             edits: Vec::new(),
             max_instances: 1000,
             fuel_per_call: DEFAULT_FUEL_PER_CALL,
+            isolation: Isolation::default(),
+            cache_dir: None,
         }
     }
 
@@ -225,7 +402,27 @@ impl SessionStore {
             .expect("the builder always sets the configuration")
     }
 
-    async fn instantiate(&self) -> Result<(Store<HostState>, GuestWorld), StoreError> {
+    /// Counters of the guest instances: created, discarded after a trap, idle now.
+    #[must_use]
+    pub fn instance_stats(&self) -> InstanceStats {
+        let pool = &self.inner.pool;
+        InstanceStats {
+            instantiated: pool.instantiated.load(Ordering::Relaxed),
+            discarded: pool.discarded.load(Ordering::Relaxed),
+            idle: pool.idle.lock().unwrap_or_else(|e| e.into_inner()).len(),
+        }
+    }
+
+    /// An idle warm instance, or a new one.
+    async fn instance(&self) -> Result<Instance, StoreError> {
+        if let Some(mut instance) = self.inner.pool.take_idle() {
+            // Every call gets the full fuel budget, warm instance or not.
+            instance
+                .store
+                .set_fuel(self.inner.fuel_per_call)
+                .map_err(StoreError::guest)?;
+            return Ok(instance);
+        }
         let state = HostState::new(
             self.inner.driver.clone(),
             self.inner.entropy.clone(),
@@ -243,7 +440,8 @@ impl SessionStore {
             .instantiate_async(&mut store)
             .await
             .map_err(StoreError::guest)?;
-        Ok((store, guest))
+        self.inner.pool.instantiated.fetch_add(1, Ordering::Relaxed);
+        Ok(Instance { store, guest })
     }
 
     async fn default_config(&self) -> Result<Config, StoreError> {
@@ -346,12 +544,71 @@ impl SessionStore {
         call_guest!(self, "delete", call_delete(id))?.map_err(store_error_from_wit)
     }
 
-    /// Deletes expired sessions in bounded batches; returns how many were removed.
+    /// Deletes expired sessions in bounded batches; returns how many were removed. One guest call; see
+    /// [`cleanup_in_batches`](Self::cleanup_in_batches) for progress reports.
     ///
     /// # Errors
     /// [`StoreError::Database`].
     pub async fn cleanup(&self) -> Result<u64, StoreError> {
         call_guest!(self, "cleanup", call_cleanup())?.map_err(store_error_from_wit)
+    }
+
+    /// Deletes the sessions expired by now in steps of at most `batch_size` rows (one statement and one
+    /// guest call each, oldest first, skipping rows another transaction holds locked), calling
+    /// `progress` after every step; returns how many were removed. The cutoff is fixed when the cleanup
+    /// starts, so sessions expiring meanwhile are left for the next one and the loop always ends.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidData`] for a `batch_size` of 0 or over 100000, [`StoreError::Database`]
+    /// (the rows removed by earlier steps stay removed).
+    pub async fn cleanup_in_batches(
+        &self,
+        batch_size: u32,
+        mut progress: impl FnMut(CleanupProgress),
+    ) -> Result<u64, StoreError> {
+        if batch_size == 0 {
+            return Err(StoreError::InvalidData(
+                "a cleanup batch must remove at least one row".into(),
+            ));
+        }
+        let cutoff = SystemTime::now();
+        let mut report = CleanupProgress {
+            removed_in_batch: 0,
+            removed_total: 0,
+            batches: 0,
+        };
+        loop {
+            let removed = self.cleanup_batch(cutoff, batch_size).await?;
+            report.removed_in_batch = removed;
+            report.removed_total = report.removed_total.saturating_add(removed);
+            report.batches += 1;
+            progress(report);
+            if removed < u64::from(batch_size) {
+                return Ok(report.removed_total);
+            }
+        }
+    }
+
+    /// One cleanup step: deletes at most `limit` sessions that expired at or before `cutoff` (oldest
+    /// first, one statement); returns how many were removed.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidData`] for `limit` over 100000, [`StoreError::Database`].
+    pub async fn cleanup_batch(&self, cutoff: SystemTime, limit: u32) -> Result<u64, StoreError> {
+        let cutoff = micros_from_time(cutoff);
+        call_guest!(self, "cleanup_batch", call_cleanup_batch(cutoff, limit))?
+            .map_err(store_error_from_wit)
+    }
+
+    /// How many sessions expired at or before `cutoff` (one statement), e.g. the total for a progress
+    /// bar over [`cleanup_in_batches`](Self::cleanup_in_batches).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn count_expired(&self, cutoff: SystemTime) -> Result<u64, StoreError> {
+        let cutoff = micros_from_time(cutoff);
+        call_guest!(self, "count_expired", call_count_expired(cutoff))?
+            .map_err(store_error_from_wit)
     }
 
     /// The user's unexpired sessions, newest first, each named by its revocable handle.

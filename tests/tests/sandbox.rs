@@ -75,3 +75,21 @@ async fn other_calls_are_served_while_a_hostile_call_spins() {
     assert!(served > 0, "no call was served while the hostile one spun");
     eprintln!("{served} save+load pairs served while the hostile call spun");
 }
+
+#[tokio::test]
+async fn a_warm_instance_gets_a_full_fuel_budget_for_every_call() {
+    let db = TestDb::new().await;
+    // Far more than one call needs, far less than 2,000 calls need together.
+    let store = SessionStore::builder(db.driver())
+        .isolation(wasm_sessions::Isolation::ReuseInstances { max_idle: 1 })
+        .fuel_per_call(1_000_000)
+        .build()
+        .await
+        .unwrap();
+    for _ in 0..2000 {
+        store.generate_session_id().await.unwrap();
+    }
+    let stats = store.instance_stats();
+    assert!(stats.instantiated <= 3, "{stats:?}");
+    assert_eq!(stats.discarded, 0);
+}

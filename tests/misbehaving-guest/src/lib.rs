@@ -81,6 +81,14 @@ impl Guest for Hostile {
         refuse()
     }
 
+    fn cleanup_batch(_: i64, _: u32) -> Result<u64, StoreError> {
+        refuse()
+    }
+
+    fn count_expired(_: i64) -> Result<u64, StoreError> {
+        refuse()
+    }
+
     fn get_user_sessions(_: i64) -> Result<Vec<UserSession>, StoreError> {
         refuse()
     }

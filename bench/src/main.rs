@@ -24,8 +24,8 @@ use tower_sessions_core::SessionStore as _;
 use tower_sessions_core::session::{Id, Record};
 use tower_sessions_sqlx_store::PostgresStore;
 use wasm_sessions::{
-    BUNDLED_COMPONENT, Isolation, PostgresDriver, PostgresOptions, Session, SessionStore,
-    StoreError,
+    BUNDLED_COMPONENT, Concurrency, Isolation, PostgresDriver, PostgresOptions, Session,
+    SessionStore, StoreError,
 };
 use wasm_sessions_bench::native::NativeStore;
 use wasm_sessions_tests::TestDb;
@@ -424,14 +424,18 @@ async fn benchmark(args: &Args) -> Result<()> {
         machine.cpus, machine.cpu_model, machine.postgres
     );
 
+    // "save" writes a copy of a stored session over and over, as tower-sessions does: a blind write,
+    // i.e. last-write-wins (under the default optimistic concurrency the stale copy would conflict).
     let reuse = SessionStore::builder(PostgresDriver::connect(&db.url, &options)?)
         .isolation(Isolation::ReuseInstances {
             max_idle: args.pool_size,
         })
+        .configure(|c| c.concurrency = Concurrency::LastWriteWins)
         .build()
         .await?;
     let fresh = SessionStore::builder(PostgresDriver::connect(&db.url, &options)?)
         .isolation(Isolation::FreshInstancePerCall)
+        .configure(|c| c.concurrency = Concurrency::LastWriteWins)
         .build()
         .await?;
     let native = NativeStore::new(Arc::new(PostgresDriver::connect(&db.url, &options)?));

@@ -69,8 +69,9 @@ impl NativeStore {
         })
     }
 
-    /// Inserts a new session ([`sql::INSERT`]) or updates a saved one at the version it was loaded at
-    /// ([`sql::UPDATE`]), in one statement, as the guest's `save` with the default configuration.
+    /// Inserts a new session ([`sql::INSERT`]) or overwrites a saved one ([`sql::UPDATE`] with no
+    /// version check), in one statement, as the guest's `save` under `Concurrency::LastWriteWins` (the
+    /// semantics tower-sessions has, which the benchmark compares with).
     ///
     /// # Errors
     /// [`StoreError::InvalidId`], [`StoreError::InvalidData`], [`StoreError::Expired`],
@@ -86,7 +87,6 @@ impl NativeStore {
         let expires = SqlValue::Timestamp(micros(session.absolute_expires_at));
         let absolute = SqlValue::Timestamp(micros(session.absolute_expires_at));
         let rows = if session.is_saved {
-            let version = i64::try_from(session.version).unwrap_or(i64::MAX);
             self.driver
                 .query(
                     sql::UPDATE,
@@ -97,7 +97,7 @@ impl NativeStore {
                         user,
                         expires,
                         absolute,
-                        SqlValue::Int64(version),
+                        SqlValue::Null,
                     ],
                 )
                 .await
@@ -118,7 +118,7 @@ impl NativeStore {
         }
         .map_err(StoreError::Database)?;
         if rows.rows.is_empty() {
-            // The guest then asks whether the row is gone (not found) or newer (conflict).
+            // An insert that met an existing token, or an update of a deleted row.
             return Err(StoreError::Conflict);
         }
         if rows.rows.len() != 1 {

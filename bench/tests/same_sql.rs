@@ -108,7 +108,9 @@ async fn the_bench_statements_are_exactly_the_ones_the_guest_sends() {
 async fn the_native_baseline_sends_what_the_component_sends() {
     let db = TestDb::new().await;
     let component_driver = RecordingDriver::new(&db);
+    // The native baseline writes as the component does under last-write-wins (the benchmark's setting).
     let store = SessionStore::builder(component_driver.clone())
+        .configure(|c| c.concurrency = wasm_sessions::Concurrency::LastWriteWins)
         .build()
         .await
         .unwrap();

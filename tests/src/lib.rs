@@ -3,10 +3,13 @@
 //! The server is `DATABASE_URL` when set; otherwise a throwaway cluster started once per test process
 //! from the local PostgreSQL binaries (and stopped when the process exits).
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use embedded_pg::Cluster;
-use wasm_sessions::{PostgresDriver, PostgresOptions, SessionStore};
+use wasm_sessions::{
+    PostgresDriver, PostgresOptions, QueryFuture, SessionStore, SqlDriver, SqlValue,
+};
 
 /// The server every test database is created on: `DATABASE_URL`, or the throwaway cluster.
 #[must_use]
@@ -137,4 +140,41 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
         .unwrap_or_else(|e| panic!("connecting to the test server failed: {e}"));
     tokio::spawn(connection);
     client
+}
+
+/// The real [`PostgresDriver`], counting the statements sent through it (to prove round-trip counts and
+/// that malformed input sends no SQL). Clones share the counter.
+#[derive(Clone, Debug)]
+pub struct CountingDriver {
+    inner: PostgresDriver,
+    statements: Arc<AtomicUsize>,
+}
+
+impl CountingDriver {
+    /// A counting driver on `db`.
+    #[must_use]
+    pub fn new(db: &TestDb) -> Self {
+        Self {
+            inner: db.driver(),
+            statements: Arc::default(),
+        }
+    }
+
+    /// The statements sent so far (since the last [`take`](Self::take)).
+    #[must_use]
+    pub fn count(&self) -> usize {
+        self.statements.load(Ordering::SeqCst)
+    }
+
+    /// The statements sent since the last call, resetting the count.
+    pub fn take(&self) -> usize {
+        self.statements.swap(0, Ordering::SeqCst)
+    }
+}
+
+impl SqlDriver for CountingDriver {
+    fn query<'a>(&'a self, statement: &'a str, params: &'a [SqlValue]) -> QueryFuture<'a> {
+        self.statements.fetch_add(1, Ordering::SeqCst);
+        self.inner.query(statement, params)
+    }
 }

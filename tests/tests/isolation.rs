@@ -3,14 +3,11 @@
 //! used again. Also the batch cleanup API (`cleanup_batch`, `cleanup_in_batches`, `count_expired`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use wasm_sessions::{
-    EntropyError, EntropySource, Isolation, OsEntropy, PostgresDriver, QueryFuture, SessionStore,
-    SqlDriver, SqlValue, StoreError,
-};
-use wasm_sessions_tests::TestDb;
+use wasm_sessions::{EntropyError, EntropySource, Isolation, OsEntropy, SessionStore, StoreError};
+use wasm_sessions_tests::{CountingDriver, TestDb};
 
 const FRESH: Isolation = Isolation::FreshInstancePerCall;
 const REUSE: Isolation = Isolation::ReuseInstances { max_idle: 4 };
@@ -31,31 +28,8 @@ macro_rules! in_both_modes {
     };
 }
 
-/// The real driver, counting statements.
-#[derive(Clone)]
-struct CountingDriver {
-    inner: PostgresDriver,
-    statements: Arc<AtomicUsize>,
-}
-
-impl CountingDriver {
-    fn take(&self) -> usize {
-        self.statements.swap(0, Ordering::SeqCst)
-    }
-}
-
-impl SqlDriver for CountingDriver {
-    fn query<'a>(&'a self, statement: &'a str, params: &'a [SqlValue]) -> QueryFuture<'a> {
-        self.statements.fetch_add(1, Ordering::SeqCst);
-        self.inner.query(statement, params)
-    }
-}
-
 async fn store_in(db: &TestDb, isolation: Isolation) -> (SessionStore, CountingDriver) {
-    let driver = CountingDriver {
-        inner: db.driver(),
-        statements: Arc::default(),
-    };
+    let driver = CountingDriver::new(db);
     let store = SessionStore::builder(driver.clone())
         .isolation(isolation)
         .build()

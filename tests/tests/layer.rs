@@ -1,8 +1,6 @@
 //! `SessionLayer` and the `SessionHandle` extractor: an axum router on the real component and a fresh
 //! PostgreSQL database per test, driven request by request with `tower::ServiceExt::oneshot`.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -13,30 +11,14 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use http_body_util::BodyExt as _;
 use tower::ServiceExt as _;
-use wasm_sessions::{
-    Config, PostgresDriver, QueryFuture, SameSite, SessionHandle, SessionLayer, SessionStore,
-    SqlDriver, SqlValue, StoreError,
-};
-use wasm_sessions_tests::TestDb;
-
-/// A `PostgresDriver` that counts the statements the guest sends.
-struct Counting {
-    inner: PostgresDriver,
-    count: Arc<AtomicUsize>,
-}
-
-impl SqlDriver for Counting {
-    fn query<'a>(&'a self, statement: &'a str, params: &'a [SqlValue]) -> QueryFuture<'a> {
-        self.count.fetch_add(1, Ordering::SeqCst);
-        self.inner.query(statement, params)
-    }
-}
+use wasm_sessions::{Config, SameSite, SessionHandle, SessionLayer, SessionStore, StoreError};
+use wasm_sessions_tests::{CountingDriver, TestDb};
 
 /// The store under test, the app wrapped in the layer, and the statement counter.
 struct Fixture {
     _db: TestDb,
     store: SessionStore,
-    statements: Arc<AtomicUsize>,
+    statements: CountingDriver,
 }
 
 impl Fixture {
@@ -46,12 +28,8 @@ impl Fixture {
 
     async fn with_config(edit: impl FnOnce(&mut Config) + Send + 'static) -> Self {
         let db = TestDb::new().await;
-        let statements = Arc::new(AtomicUsize::new(0));
-        let driver = Counting {
-            inner: db.driver(),
-            count: statements.clone(),
-        };
-        let store = SessionStore::builder(driver)
+        let statements = CountingDriver::new(&db);
+        let store = SessionStore::builder(statements.clone())
             .configure(edit)
             .build()
             .await
@@ -68,7 +46,7 @@ impl Fixture {
     }
 
     fn statements(&self) -> usize {
-        self.statements.load(Ordering::SeqCst)
+        self.statements.count()
     }
 
     /// A saved session with `k=v`; returns its token.

@@ -1,40 +1,14 @@
 //! The store's behaviour, end to end: the bundled guest component on wasmtime, against real PostgreSQL.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use wasm_sessions::{
-    BuildError, EntropyError, EntropySource, OsEntropy, PostgresDriver, PostgresOptions,
-    QueryFuture, SameSite, SessionStore, SqlDriver, SqlError, SqlValue, StoreError,
+    BuildError, EntropyError, EntropySource, OsEntropy, PostgresDriver, PostgresOptions, SameSite,
+    SessionStore, SqlError, StoreError,
 };
-use wasm_sessions_tests::TestDb;
-
-/// The real PostgreSQL driver, counting the statements the guest sends through it.
-#[derive(Clone)]
-struct CountingDriver {
-    inner: PostgresDriver,
-    statements: Arc<AtomicUsize>,
-}
-
-impl CountingDriver {
-    fn new(db: &TestDb) -> Self {
-        Self {
-            inner: db.driver(),
-            statements: Arc::new(AtomicUsize::new(0)),
-        }
-    }
-    fn take(&self) -> usize {
-        self.statements.swap(0, Ordering::SeqCst)
-    }
-}
-
-impl SqlDriver for CountingDriver {
-    fn query<'a>(&'a self, statement: &'a str, params: &'a [SqlValue]) -> QueryFuture<'a> {
-        self.statements.fetch_add(1, Ordering::SeqCst);
-        self.inner.query(statement, params)
-    }
-}
+use wasm_sessions_tests::{CountingDriver, TestDb};
 
 async fn counted_store(db: &TestDb) -> (SessionStore, CountingDriver) {
     let driver = CountingDriver::new(db);

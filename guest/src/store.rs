@@ -60,13 +60,14 @@ fn version_param(version: u64) -> SqlValue {
     SqlValue::Int64(i64::try_from(version).unwrap_or(i64::MAX))
 }
 
-/// Writes the session: a new one is inserted, a saved one updated (moved to `new_hash` when given).
+/// Writes the session: a new one is inserted, a saved one updated (and moved to the token `new_id`
+/// returns, when it returns one; it is called only once the session has passed validation).
 /// Saving is activity: with an idle timeout the idle deadline moves to `now + idle-timeout`.
 fn write(
     config: &Config,
     s: Session,
     now: i64,
-    new_id: Option<String>,
+    new_id: impl FnOnce() -> Result<Option<String>, StoreError>,
 ) -> Result<Session, StoreError> {
     let old_hash = token::validated_hash(&s.id)?;
     if session::is_expired(s.expires_at, now) {
@@ -75,7 +76,7 @@ fn write(
     let data = session::to_map(&s.data);
     let json = session::encode(&data, config.max_data_bytes)?;
     let expires_at = session::active_deadline(s.absolute_expires_at, config.idle_timeout, now);
-    let id = new_id.unwrap_or_else(|| s.id.clone());
+    let id = new_id()?.unwrap_or_else(|| s.id.clone());
     let hash = token::hash(&id);
     let rows = if s.is_saved {
         let expected = match config.concurrency {
@@ -139,7 +140,7 @@ fn why_not_written(was_saved: bool, hash: [u8; 32]) -> Result<StoreError, StoreE
 
 /// Inserts a new session or updates a saved one (one statement on success).
 pub fn save(config: &Config, s: Session, now: i64) -> Result<Session, StoreError> {
-    write(config, s, now, None)
+    write(config, s, now, || Ok(None))
 }
 
 /// Loads the session with token `id`; `not-found` without a row, `expired` when it expired by `now`.
@@ -209,19 +210,17 @@ pub fn regenerate_id(
     now: i64,
     new_token: impl FnOnce() -> Result<String, StoreError>,
 ) -> Result<Session, StoreError> {
+    if s.is_saved {
+        return write(config, s, now, || new_token().map(Some));
+    }
     token::validated_hash(&s.id)?;
     if session::is_expired(s.expires_at, now) {
         return Err(StoreError::Expired);
     }
-    if !s.is_saved {
-        return Ok(Session {
-            id: new_token()?,
-            ..s
-        });
-    }
-    session::encode(&session::to_map(&s.data), config.max_data_bytes)?;
-    let id = new_token()?;
-    write(config, s, now, Some(id))
+    Ok(Session {
+        id: new_token()?,
+        ..s
+    })
 }
 
 /// Deletes sessions that expired by `cutoff`, 1000 at a time, until a batch removes fewer.

@@ -12,6 +12,7 @@ use wasmtime::{
     Cache, CacheConfig, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
 };
 
+use crate::bindings::exports::wasm_sessions::store::store::Config as WitConfig;
 use crate::bindings::{SessionStore as GuestWorld, SessionStorePre};
 use crate::convert::{
     config_from_wit, config_to_wit, micros_from_time, session_from_wit, session_to_wit,
@@ -210,6 +211,7 @@ impl SessionStoreBuilder {
                 entropy: self.entropy,
                 fuel_per_call: self.fuel_per_call,
                 config: None,
+                wit_config: None,
                 pool: InstancePool::new(self.isolation),
             }),
         };
@@ -224,9 +226,10 @@ impl SessionStoreBuilder {
             .validate_config(&config)
             .await
             .map_err(BuildError::Config)?;
-        Arc::get_mut(&mut store.inner)
-            .expect("the store is not shared before build returns")
-            .config = Some(config);
+        let inner =
+            Arc::get_mut(&mut store.inner).expect("the store is not shared before build returns");
+        inner.wit_config = Some(config_to_wit(&config));
+        inner.config = Some(config);
         Ok(store)
     }
 }
@@ -275,6 +278,8 @@ struct Inner {
     fuel_per_call: u64,
     /// Set once by the builder; `None` only while the builder asks the guest for its defaults.
     config: Option<Config>,
+    /// `config` as the guest takes it, converted once instead of on every call.
+    wit_config: Option<WitConfig>,
     pool: InstancePool,
 }
 
@@ -402,6 +407,14 @@ impl SessionStore {
             .expect("the builder always sets the configuration")
     }
 
+    /// The configuration in the guest's form.
+    fn wit_config(&self) -> &WitConfig {
+        self.inner
+            .wit_config
+            .as_ref()
+            .expect("the builder always sets the configuration")
+    }
+
     /// Counters of the guest instances: created, discarded after a trap, idle now.
     #[must_use]
     pub fn instance_stats(&self) -> InstanceStats {
@@ -474,8 +487,8 @@ impl SessionStore {
     /// # Errors
     /// [`StoreError::InvalidData`] for a non-positive or too-long `max_age`.
     pub async fn new_session(&self, max_age: i64) -> Result<Session, StoreError> {
-        let config = config_to_wit(self.config());
-        call_guest!(self, "new_session", call_new_session(&config, max_age))?
+        let config = self.wit_config();
+        call_guest!(self, "new_session", call_new_session(config, max_age))?
             .map(session_from_wit)
             .map_err(store_error_from_wit)
     }
@@ -499,11 +512,11 @@ impl SessionStore {
     /// [`StoreError::NotFound`] if the saved session was deleted meanwhile, [`StoreError::Expired`],
     /// [`StoreError::InvalidData`], [`StoreError::Database`]. On error `session` is unchanged.
     pub async fn regenerate_id(&self, session: &mut Session) -> Result<(), StoreError> {
-        let config = config_to_wit(self.config());
+        let config = self.wit_config();
         let renewed = call_guest!(
             self,
             "regenerate_id",
-            call_regenerate_id(&config, &session_to_wit(session))
+            call_regenerate_id(config, &session_to_wit(session))
         )?
         .map_err(store_error_from_wit)?;
         *session = session_from_wit(renewed);
@@ -517,8 +530,8 @@ impl SessionStore {
     /// [`StoreError::Expired`], [`StoreError::Database`]. On error nothing is written and `session` is
     /// unchanged.
     pub async fn save(&self, session: &mut Session) -> Result<(), StoreError> {
-        let config = config_to_wit(self.config());
-        let saved = call_guest!(self, "save", call_save(&config, &session_to_wit(session)))?
+        let config = self.wit_config();
+        let saved = call_guest!(self, "save", call_save(config, &session_to_wit(session)))?
             .map_err(store_error_from_wit)?;
         *session = session_from_wit(saved);
         Ok(())
@@ -530,8 +543,8 @@ impl SessionStore {
     /// [`StoreError::InvalidId`] (no SQL sent), [`StoreError::NotFound`], [`StoreError::Expired`] (no data
     /// returned), [`StoreError::Database`].
     pub async fn load(&self, id: &str) -> Result<Session, StoreError> {
-        let config = config_to_wit(self.config());
-        call_guest!(self, "load", call_load(&config, id))?
+        let config = self.wit_config();
+        call_guest!(self, "load", call_load(config, id))?
             .map(session_from_wit)
             .map_err(store_error_from_wit)
     }
@@ -672,11 +685,11 @@ impl SessionStore {
         session: &Session,
         request_is_secure: bool,
     ) -> Result<String, StoreError> {
-        let config = config_to_wit(self.config());
+        let config = self.wit_config();
         call_guest!(
             self,
             "set_cookie_header",
-            call_set_cookie_header(&config, &session_to_wit(session), request_is_secure)
+            call_set_cookie_header(config, &session_to_wit(session), request_is_secure)
         )?
         .map_err(store_error_from_wit)
     }
@@ -689,11 +702,11 @@ impl SessionStore {
         &self,
         request_is_secure: bool,
     ) -> Result<String, StoreError> {
-        let config = config_to_wit(self.config());
+        let config = self.wit_config();
         call_guest!(
             self,
             "removal_cookie_header",
-            call_removal_cookie_header(&config, request_is_secure)
+            call_removal_cookie_header(config, request_is_secure)
         )?
         .map_err(store_error_from_wit)
     }
@@ -706,11 +719,11 @@ impl SessionStore {
         &self,
         header: &str,
     ) -> Result<Option<String>, StoreError> {
-        let config = config_to_wit(self.config());
+        let config = self.wit_config();
         call_guest!(
             self,
             "session_id_from_cookie_header",
-            call_session_id_from_cookie_header(&config, header)
+            call_session_id_from_cookie_header(config, header)
         )
     }
 }

@@ -1,19 +1,42 @@
-//! The command-line grammar (clap derive types).
+//! The command-line grammar (clap derive types), and the default of `--cache-dir`.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
+use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
 
 /// Manage HTTP sessions stored by the wasm-sessions WebAssembly component in PostgreSQL.
 ///
-/// Without --database-url / DATABASE_URL, a private PostgreSQL cluster is started (or reused) in
-/// --data-dir and migrated automatically.
+/// Two roles: the schema's owner applies the migrations (`migrate`) and the runtime role's grants
+/// (`grant-runtime-role`); every other command connects as the runtime role, which can only read and
+/// write rows of wasm_sessions.sessions. Without --database-url / DATABASE_URL, a private PostgreSQL
+/// cluster (no TCP listener, a Unix socket only its owner can reach) is started or reused in
+/// --data-dir, migrated as its owner, and used as the runtime role.
 #[derive(Debug, Parser)]
 #[command(name = "wasm-sessions", version)]
 pub struct Cli {
-    /// PostgreSQL connection URL; the schema is migrated only by `migrate`.
-    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    /// PostgreSQL connection URL of the runtime role (rows of wasm_sessions.sessions only), used by every
+    /// command but `migrate` and `grant-runtime-role`. Unset: the embedded cluster. It must not be empty.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "DATABASE_URL",
+        global = true,
+        hide_env_values = true
+    )]
     pub database_url: Option<String>,
+
+    /// PostgreSQL connection URL of the schema's owner, used by `migrate` and `grant-runtime-role
+    /// --apply` [default: the database URL, for a server where one role does both].
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "DATABASE_OWNER_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    pub owner_url: Option<String>,
 
     /// Data directory of the embedded PostgreSQL cluster, used when no database URL is given.
     #[arg(
@@ -25,7 +48,7 @@ pub struct Cli {
     pub data_dir: PathBuf,
 
     /// Where the compiled session component is cached between runs [default: $XDG_CACHE_HOME/wasm-sessions,
-    /// else a `wasm-cache` directory beside --data-dir].
+    /// else $HOME/.cache/wasm-sessions].
     #[arg(
         long,
         value_name = "DIR",
@@ -43,18 +66,44 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The longest session lifetime the component accepts, in seconds (400 days).
+const MAX_AGE_LIMIT: i64 = 34_560_000;
+
+/// The longest `serve --cleanup-interval`, in seconds (a week).
+const MAX_CLEANUP_INTERVAL: u64 = 7 * 86_400;
+
 /// One `KEY=VALUE` argument.
 pub type Pair = (String, String);
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Apply the schema migrations (idempotent).
+    /// Apply the schema migrations as the schema's owner (--owner-url / DATABASE_OWNER_URL, else the
+    /// database URL; idempotent).
     Migrate,
+    /// Print the SQL that creates the runtime role and grants it exactly its privileges (rows of
+    /// wasm_sessions.sessions), or run it with --apply as the schema's owner.
+    ///
+    /// Run after `migrate`. The SQL also revokes TEMPORARY on the database and CREATE on schema public
+    /// from PUBLIC (every role). The role's password is the one in --database-url / DATABASE_URL when
+    /// that URL logs in as the role; otherwise none is set.
+    GrantRuntimeRole {
+        /// The runtime role [default: the user of --database-url when it differs from the owner's,
+        /// else wasm_sessions_runtime].
+        #[arg(long, value_name = "NAME", value_parser = parse_role)]
+        role: Option<String>,
+        /// Run the SQL on the owner's connection instead of printing it.
+        #[arg(long)]
+        apply: bool,
+    },
     /// Create and save a new session; prints its token.
     Create {
         /// Lifetime in seconds (default: the store's configured max age).
-        #[arg(long, value_name = "SECONDS")]
+        #[arg(
+            long,
+            value_name = "SECONDS",
+            value_parser = clap::value_parser!(i64).range(1..=MAX_AGE_LIMIT)
+        )]
         max_age: Option<i64>,
         /// Authenticated user id.
         #[arg(long, value_name = "ID", allow_negative_numbers = true)]
@@ -124,8 +173,13 @@ pub enum Command {
     },
     /// Delete expired sessions in batches, with a progress bar on a terminal; prints the count.
     Cleanup {
-        /// Rows removed per statement (at most 100000).
-        #[arg(long, value_name = "ROWS", default_value_t = wasm_sessions::DEFAULT_CLEANUP_BATCH)]
+        /// Rows removed per statement.
+        #[arg(
+            long,
+            value_name = "ROWS",
+            default_value_t = wasm_sessions::DEFAULT_CLEANUP_BATCH,
+            value_parser = clap::value_parser!(u32).range(1..=i64::from(wasm_sessions::MAX_CLEANUP_BATCH))
+        )]
         batch_size: u32,
     },
     /// Print the Set-Cookie header value for a session.
@@ -148,12 +202,53 @@ pub enum Command {
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
         /// Seconds between background deletions of expired sessions (0 turns them off).
-        #[arg(long, value_name = "SECS", default_value_t = 300)]
+        #[arg(
+            long,
+            value_name = "SECS",
+            default_value_t = 300,
+            value_parser = clap::value_parser!(u64).range(0..=MAX_CLEANUP_INTERVAL)
+        )]
         cleanup_interval: u64,
         /// Trust X-Forwarded-Proto for the cookie's Secure attribute (only behind a TLS proxy).
         #[arg(long)]
         trust_proxy: bool,
     },
+}
+
+/// Checks a runtime role name (`[a-z_][a-z0-9_]{0,62}`, not reserved by PostgreSQL).
+fn parse_role(arg: &str) -> Result<String, String> {
+    wasm_sessions::RuntimeRole::new(arg)
+        .map(|role| role.name().to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// The compilation cache directory: `given` (`--cache-dir` / `WASM_SESSIONS_CACHE_DIR`) when it is not
+/// empty, else `$XDG_CACHE_HOME/wasm-sessions`, else `$HOME/.cache/wasm-sessions`: never under the
+/// working directory or the data directory.
+///
+/// # Errors
+/// Neither variable holds an absolute path and no directory was given.
+pub fn cache_dir(given: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(dir) = given.filter(|d| !d.as_os_str().is_empty()) {
+        return Ok(dir);
+    }
+    match default_cache_dir(std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME")) {
+        Some(dir) => Ok(dir),
+        None => bail!(
+            "no directory for the compilation cache: neither XDG_CACHE_HOME nor HOME is an absolute \
+             path; set --cache-dir or WASM_SESSIONS_CACHE_DIR"
+        ),
+    }
+}
+
+/// `$XDG_CACHE_HOME/wasm-sessions`, else `$HOME/.cache/wasm-sessions`; relative values are ignored (the
+/// XDG base directory rules), so the cache never lands under the working directory.
+fn default_cache_dir(xdg_cache_home: Option<OsString>, home: Option<OsString>) -> Option<PathBuf> {
+    let absolute = |value: Option<OsString>| value.map(PathBuf::from).filter(|p| p.is_absolute());
+    if let Some(xdg) = absolute(xdg_cache_home) {
+        return Some(xdg.join("wasm-sessions"));
+    }
+    absolute(home).map(|home| home.join(".cache").join("wasm-sessions"))
 }
 
 /// Parses `KEY=VALUE` (the value may contain `=`; the key must not be empty).
@@ -167,6 +262,8 @@ fn parse_pair(arg: &str) -> Result<Pair, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]
@@ -175,6 +272,58 @@ mod tests {
         assert_eq!(parse_pair("a="), Ok(("a".into(), String::new())));
         assert!(parse_pair("a").is_err());
         assert!(parse_pair("=b").is_err());
+    }
+
+    #[test]
+    fn the_cache_defaults_to_the_user_cache_directory() {
+        let dir = |xdg: Option<&str>, home: Option<&str>| {
+            default_cache_dir(xdg.map(OsString::from), home.map(OsString::from))
+        };
+        assert_eq!(
+            dir(Some("/x/cache"), Some("/home/u")),
+            Some(PathBuf::from("/x/cache/wasm-sessions"))
+        );
+        assert_eq!(
+            dir(Some("relative"), Some("/home/u")),
+            Some(PathBuf::from("/home/u/.cache/wasm-sessions"))
+        );
+        assert_eq!(
+            dir(Some(""), Some("/home/u")),
+            Some(PathBuf::from("/home/u/.cache/wasm-sessions"))
+        );
+        assert_eq!(dir(None, Some("")), None);
+        assert_eq!(dir(None, None), None);
+        assert_eq!(
+            cache_dir(Some(PathBuf::from("mine"))).unwrap(),
+            Path::new("mine")
+        );
+    }
+
+    #[test]
+    fn numeric_options_report_their_ranges() {
+        use clap::error::ErrorKind;
+        let parse = |args: &[&str]| Cli::try_parse_from([&["wasm-sessions"], args].concat());
+        for bad in [
+            &["cleanup", "--batch-size", "0"][..],
+            &["cleanup", "--batch-size", "100001"],
+            &["create", "--max-age", "0"],
+            &["create", "--max-age", "34560001"],
+            &["serve", "--cleanup-interval", "604801"],
+            &["grant-runtime-role", "--role", "Bad-Name"],
+            &["grant-runtime-role", "--role", "pg_monitor"],
+        ] {
+            let error = parse(bad).unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::ValueValidation, "{bad:?}");
+        }
+        assert!(
+            parse(&["cleanup", "--batch-size", "0"])
+                .unwrap_err()
+                .to_string()
+                .contains("1..=100000")
+        );
+        assert!(parse(&["cleanup", "--batch-size", "100000"]).is_ok());
+        assert!(parse(&["serve", "--cleanup-interval", "0"]).is_ok());
+        assert!(parse(&["grant-runtime-role", "--role", "app_rt", "--apply"]).is_ok());
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! One function per command. Tokens and session data never go to tracing.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
-use wasm_sessions::{PostgresDriver, Session, SessionStore, StoreError};
+use wasm_sessions::{Session, SessionStore, StoreError};
 
+use crate::admin;
 use crate::cli::{Cli, Command, Pair};
 use crate::database;
 use crate::output::{Output, rfc3339};
@@ -18,18 +19,21 @@ use crate::output::{Output, rfc3339};
 /// Anything the database, the cluster or the store reports, with context naming the step.
 pub async fn run(cli: Cli) -> Result<()> {
     let out = Output::new(cli.json);
-    let url = cli.database_url.filter(|url| !url.trim().is_empty());
     if let Command::StopDb = cli.command {
         return stop_db(out, &cli.data_dir).await;
     }
     if let Command::Component = cli.command {
         return component(out);
     }
-    let driver = database::open(url.as_deref(), &cli.data_dir).await?;
+    let target = database::Target::new(cli.database_url, cli.owner_url, &cli.data_dir)?;
     if let Command::Migrate = cli.command {
-        return migrate(out, &driver).await;
+        return admin::migrate(out, &target).await;
     }
-    let cache_dir = cache_dir(cli.cache_dir, &cli.data_dir);
+    if let Command::GrantRuntimeRole { role, apply } = &cli.command {
+        return admin::grant_runtime_role(out, &target, role.as_deref(), *apply).await;
+    }
+    let cache_dir = crate::cli::cache_dir(cli.cache_dir)?;
+    let driver = database::open(&target).await?;
     let store = SessionStore::builder(driver)
         .compilation_cache(&cache_dir)
         .build()
@@ -41,7 +45,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             )
         })?;
     match cli.command {
-        Command::Migrate | Command::StopDb | Command::Component => unreachable!("handled above"),
+        Command::Migrate
+        | Command::StopDb
+        | Command::Component
+        | Command::GrantRuntimeRole { .. } => unreachable!("handled above"),
         Command::Create { max_age, user, set } => create(out, &store, max_age, user, set).await,
         Command::Get { token } => get(out, &store, &token).await,
         Command::Set { token, pairs } => set(out, &store, &token, pairs).await,
@@ -72,12 +79,6 @@ pub async fn run(cli: Cli) -> Result<()> {
             .await
         }
     }
-}
-
-/// `migrate`: applies the schema migrations.
-async fn migrate(out: Output, driver: &PostgresDriver) -> Result<()> {
-    database::migrate(driver).await?;
-    out.result("migrated", json!({ "migrated": true }))
 }
 
 /// `component`: the bundled component's imports and exports, one per line.
@@ -226,20 +227,6 @@ async fn revoke_session(out: Output, store: &SessionStore, handle: &str) -> Resu
         "no such session"
     };
     out.result(human, json!({ "revoked": revoked }))
-}
-
-/// The compilation cache directory: `--cache-dir` / `WASM_SESSIONS_CACHE_DIR`, else
-/// `$XDG_CACHE_HOME/wasm-sessions`, else `wasm-cache` beside the embedded cluster's data directory.
-fn cache_dir(given: Option<PathBuf>, data_dir: &Path) -> PathBuf {
-    if let Some(dir) = given.filter(|d| !d.as_os_str().is_empty()) {
-        return dir;
-    }
-    if let Some(xdg) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(xdg).join("wasm-sessions");
-    }
-    data_dir
-        .parent()
-        .map_or_else(|| PathBuf::from("wasm-cache"), |p| p.join("wasm-cache"))
 }
 
 /// `cleanup`: deletes expired sessions in batches of `batch_size`, drawing a progress bar on stderr

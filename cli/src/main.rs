@@ -1,8 +1,10 @@
 //! `wasm-sessions`: manage the sessions of a wasm-sessions store from the command line.
 //!
 //! Parses the arguments, sets up logging to stderr (`RUST_LOG`, default `warn`), runs one command and
-//! prints any error as a single `error: ...` line on stderr with exit code 1.
+//! prints any error as a single `error: ...` line on stderr with exit code 1. A reader that closes stdout
+//! early (`wasm-sessions create | head -1`) ends the command quietly with exit code 0.
 
+mod admin;
 mod cli;
 mod commands;
 mod database;
@@ -17,8 +19,10 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     init_tracing();
+    quiet_on_closed_stdout();
     match commands::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if stdout_closed(&error) => ExitCode::SUCCESS,
         Err(error) => {
             // `{:#}` joins the whole cause chain with ": "; folding newlines keeps it to one line.
             let message = format!("{error:#}");
@@ -33,6 +37,39 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Whether `error` is a write to stdout that failed because the reader went away (`EPIPE`; Rust ignores
+/// `SIGPIPE`, so the write returns the error instead of killing the process). Output is written with a
+/// context naming stdout, which tells it from a broken pipe to the database.
+fn stdout_closed(error: &anyhow::Error) -> bool {
+    let broken_pipe = error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    });
+    broken_pipe
+        && error
+            .chain()
+            .any(|cause| cause.to_string().contains("stdout"))
+}
+
+/// `print!`/`println!` panic when stdout's reader is gone ("failed printing to stdout: Broken pipe");
+/// that ends the process quietly with exit code 0 instead. Every other panic keeps the default report.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 /// Logs to stderr, filtered by `RUST_LOG` (default `warn`, except the compilation cache's benign write
 /// races).
 fn init_tracing() {
@@ -44,4 +81,24 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use anyhow::Context as _;
+
+    use super::*;
+
+    fn pipe_error() -> std::io::Error {
+        std::io::Error::from(std::io::ErrorKind::BrokenPipe)
+    }
+
+    #[test]
+    fn only_a_closed_stdout_is_quiet() {
+        let stdout: anyhow::Result<()> = Err(pipe_error()).context("writing to stdout");
+        assert!(stdout_closed(&stdout.unwrap_err()));
+        let database: anyhow::Result<()> = Err(pipe_error()).context("loading the session");
+        assert!(!stdout_closed(&database.unwrap_err()));
+        assert!(!stdout_closed(&anyhow::anyhow!("writing to stdout")));
+    }
 }

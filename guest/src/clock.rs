@@ -1,13 +1,9 @@
-//! The wall clock, read as microseconds since the Unix epoch.
+//! The host's clock (the `clock` import): every expiry decision is taken against it.
+//!
+//! The component has no clock of its own (no WASI): it asks the host once per export call and passes the
+//! time down as an argument, so everything below the glue in `lib.rs` is a pure function of `now`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Returns the current time in microseconds since 1970-01-01T00:00:00Z, saturating at the `i64` range.
-pub fn now_micros() -> i64 {
-    match SystemTime::now().duration_since(UNIX_EPOCH) {
-        Ok(after) => i64::try_from(after.as_micros()).unwrap_or(i64::MAX),
-        Err(before) => i64::try_from(before.duration().as_micros())
-            .map(|us| -us)
-            .unwrap_or(i64::MIN),
-    }
+/// The current time as microseconds since 1970-01-01T00:00:00Z, as the host reads it.
+pub fn now() -> i64 {
+    crate::bindings::wasm_sessions::store::clock::now()
 }

@@ -1,4 +1,7 @@
 //! Cookie and lifetime configuration: the defaults and the rules a configuration must meet.
+//!
+//! The host validates a configuration once (`validate-config`) when it builds its store; the other
+//! exports trust the configuration they are given and do not check it again.
 
 use crate::bindings::exports::wasm_sessions::store::store::{
     Concurrency, Config, SameSite, StoreError,
@@ -16,20 +19,20 @@ pub const MAX_DOMAIN_LEN: usize = 253;
 /// The largest `max-data-bytes` accepted (8 MiB): the guest's memory must hold a few copies of the data.
 pub const MAX_DATA_BYTES_LIMIT: u32 = 8 << 20;
 
-/// The default configuration: `varel_session`, one day, `HttpOnly`, `Secure` by scheme,
-/// `SameSite=Strict`, no domain, path `/`, no idle timeout, 1 MiB of data, optimistic concurrency.
+/// The default configuration: `varel_session`, one day, `HttpOnly`, `Secure`, `SameSite=Strict`, no
+/// domain, path `/`, no idle timeout, 1 MiB of data, key-level (`merge`) concurrency.
 pub fn default_config() -> Config {
     Config {
         cookie_name: "varel_session".to_string(),
         max_age: 86_400,
         http_only: true,
-        secure: None,
+        secure: true,
         same_site: SameSite::Strict,
         domain: None,
         path: "/".to_string(),
         idle_timeout: None,
         max_data_bytes: DEFAULT_MAX_DATA_BYTES,
-        concurrency: Concurrency::Optimistic,
+        concurrency: Concurrency::Merge,
     }
 }
 
@@ -42,7 +45,7 @@ pub fn validate(config: &Config) -> Result<(), StoreError> {
 fn check(config: &Config) -> Result<(), String> {
     check_name(&config.cookie_name)?;
     check_max_age(config.max_age)?;
-    if config.same_site == SameSite::None && config.secure == Some(false) {
+    if config.same_site == SameSite::None && !config.secure {
         return Err("same-site: SameSite=None requires Secure, but secure is false".to_string());
     }
     check_path(&config.path)?;
@@ -50,13 +53,8 @@ fn check(config: &Config) -> Result<(), String> {
         check_domain(domain)?;
     }
     check_prefixes(config)?;
-    if let Some(idle) = config.idle_timeout
-        && !(1..=config.max_age).contains(&idle)
-    {
-        return Err(format!(
-            "idle-timeout must be between 1 second and max-age ({}), got {idle}",
-            config.max_age
-        ));
+    if let Some(idle) = config.idle_timeout {
+        check_idle_timeout("idle-timeout", idle, config.max_age)?;
     }
     if !(2..=MAX_DATA_BYTES_LIMIT).contains(&config.max_data_bytes) {
         return Err(format!(
@@ -92,17 +90,27 @@ fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The lifetime is between one second and 400 days.
-fn check_max_age(max_age: i64) -> Result<(), String> {
-    if max_age <= 0 {
-        return Err(format!("max-age must be positive, got {max_age}"));
+/// The max-age rule (the only one): a session lifetime is between one second and 400 days.
+pub fn check_max_age(max_age: i64) -> Result<(), String> {
+    if (1..=MAX_AGE_LIMIT).contains(&max_age) {
+        Ok(())
+    } else {
+        Err(format!(
+            "max-age must be between 1 and {MAX_AGE_LIMIT} seconds (400 days), got {max_age}"
+        ))
     }
-    if max_age > MAX_AGE_LIMIT {
-        return Err(format!(
-            "max-age is {max_age} seconds; the limit is {MAX_AGE_LIMIT} (400 days)"
-        ));
+}
+
+/// The idle-timeout rule, for the configured `idle-timeout` and a session's `on-inactivity` alike
+/// (`what` names which): between one second and the lifetime `max_age`.
+pub fn check_idle_timeout(what: &str, seconds: i64, max_age: i64) -> Result<(), String> {
+    if (1..=max_age).contains(&seconds) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} must be between 1 second and max-age ({max_age}), got {seconds}"
+        ))
     }
-    Ok(())
 }
 
 /// The path starts with `/`, is at most 1024 bytes and has no `;`, control characters or whitespace.
@@ -164,14 +172,14 @@ fn has_prefix(name: &str, prefix: &str) -> bool {
 /// The `__Secure-` and `__Host-` name prefixes and the attributes browsers demand for them.
 fn check_prefixes(config: &Config) -> Result<(), String> {
     let name = &config.cookie_name;
-    if has_prefix(name, "__Secure-") && config.secure == Some(false) {
+    if has_prefix(name, "__Secure-") && !config.secure {
         return Err(
             "cookie-name with the __Secure- prefix requires Secure, but secure is false"
                 .to_string(),
         );
     }
     if has_prefix(name, "__Host-") {
-        if config.secure == Some(false) {
+        if !config.secure {
             return Err(
                 "cookie-name with the __Host- prefix requires Secure, but secure is false"
                     .to_string(),
@@ -205,7 +213,10 @@ mod tests {
         assert_eq!(c.cookie_name, "varel_session");
         assert_eq!(c.max_age, 86_400);
         assert!(c.http_only);
-        assert_eq!(c.secure, None);
+        assert!(c.secure);
+        assert_eq!(c.idle_timeout, None);
+        assert_eq!(c.max_data_bytes, 1_048_576);
+        assert_eq!(c.concurrency, Concurrency::Merge);
         assert_eq!(c.same_site, SameSite::Strict);
         assert_eq!(c.domain, None);
         assert_eq!(c.path, "/");
@@ -245,11 +256,9 @@ mod tests {
     fn same_site_none_needs_secure() {
         let mut c = default_config();
         c.same_site = SameSite::None;
-        c.secure = Some(false);
+        c.secure = false;
         assert!(err(&c).contains("SameSite=None requires Secure"));
-        c.secure = None;
-        assert!(validate(&c).is_ok());
-        c.secure = Some(true);
+        c.secure = true;
         assert!(validate(&c).is_ok());
     }
 
@@ -295,11 +304,11 @@ mod tests {
         let mut c = default_config();
         c.cookie_name = "__Secure-id".to_string();
         assert!(validate(&c).is_ok());
-        c.secure = Some(false);
+        c.secure = false;
         assert!(err(&c).contains("__Secure-"));
         c.cookie_name = "__secure-id".to_string();
         assert!(err(&c).contains("__Secure-"));
-        c.secure = Some(true);
+        c.secure = true;
         assert!(validate(&c).is_ok());
     }
 
@@ -308,9 +317,9 @@ mod tests {
         let mut c = default_config();
         c.cookie_name = "__Host-id".to_string();
         assert!(validate(&c).is_ok());
-        c.secure = Some(false);
+        c.secure = false;
         assert!(err(&c).contains("Secure"));
-        c.secure = Some(true);
+        c.secure = true;
         c.path = "/app".to_string();
         assert!(err(&c).contains("path"));
         c.path = "/".to_string();

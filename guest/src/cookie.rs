@@ -2,48 +2,38 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::bindings::exports::wasm_sessions::store::store::{Config, SameSite, StoreError};
-use crate::session::MICROS_PER_SECOND;
-use crate::{config, token};
+use crate::bindings::exports::wasm_sessions::store::store::{
+    Config, SameSite, Session, StoreError,
+};
+use crate::session::{self, MICROS_PER_SECOND};
+use crate::token;
 
 /// The `Expires` value of a removal cookie.
 const EPOCH_DATE: &str = "Thu, 01 Jan 1970 00:00:00 GMT";
 /// The last second an IMF-fixdate can express (9999-12-31T23:59:59Z).
 const LAST_HTTP_DATE_SECS: i64 = 253_402_300_799;
 
-/// The `Set-Cookie` value storing `token`, for a session expiring at `expires_at` (µs), seen at `now` (µs).
-pub fn set_cookie(
-    config: &Config,
-    token: &str,
-    expires_at: i64,
-    now: i64,
-    request_is_secure: bool,
-) -> Result<String, StoreError> {
-    config::validate(config)?;
-    token::validate(token, "session token")?;
-    let secure = effective_secure(config, request_is_secure)?;
-    let max_age = remaining_seconds(expires_at, now);
-    let expires = http_date(expires_at);
-    Ok(render(config, token, max_age, &expires, secure))
+/// The `Set-Cookie` value storing the session's token, seen at `now` (µs).
+///
+/// The cookie lives until the session's absolute deadline (its `at` time, if earlier); the server
+/// enforces any idle deadline. An `on-session-end` session gets a browser-session cookie: no `Max-Age`,
+/// no `Expires`. The configuration is trusted (validated once, by `validate-config`).
+pub fn set_cookie(config: &Config, session: &Session, now: i64) -> Result<String, StoreError> {
+    token::validate(&session.id, "session token")?;
+    let lifetime = session::cookie_deadline(session.expiry.as_ref(), session.absolute_expires_at)
+        .map(|deadline| (remaining_seconds(deadline, now), http_date(deadline)));
+    Ok(render(
+        config,
+        &session.id,
+        lifetime
+            .as_ref()
+            .map(|(max_age, expires)| (*max_age, expires.as_str())),
+    ))
 }
 
 /// The `Set-Cookie` value that removes the session cookie.
-pub fn removal_cookie(config: &Config, request_is_secure: bool) -> Result<String, StoreError> {
-    config::validate(config)?;
-    let secure = effective_secure(config, request_is_secure)?;
-    Ok(render(config, "", 0, EPOCH_DATE, secure))
-}
-
-/// Whether the cookie gets `Secure`: the configured value, else the request's scheme.
-/// `SameSite=None` without `Secure` is refused.
-fn effective_secure(config: &Config, request_is_secure: bool) -> Result<bool, StoreError> {
-    let secure = config.secure.unwrap_or(request_is_secure);
-    if config.same_site == SameSite::None && !secure {
-        return Err(StoreError::InvalidConfig(
-            "SameSite=None requires Secure, and the request is not HTTPS".to_string(),
-        ));
-    }
-    Ok(secure)
+pub fn removal_cookie(config: &Config) -> String {
+    render(config, "", Some((0, EPOCH_DATE)))
 }
 
 /// Seconds from `now` until `expires_at`, rounded up, never negative.
@@ -69,18 +59,21 @@ fn http_date(at: i64) -> String {
     httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs))
 }
 
-/// Writes the attributes in their fixed order.
-fn render(config: &Config, value: &str, max_age: i64, expires: &str, secure: bool) -> String {
+/// Writes the attributes in their fixed order; `lifetime` is `Max-Age` and `Expires`, none for a
+/// browser-session cookie.
+fn render(config: &Config, value: &str, lifetime: Option<(i64, &str)>) -> String {
     let mut out = format!("{}={}; Path={}", config.cookie_name, value, config.path);
     if let Some(domain) = &config.domain {
         out.push_str("; Domain=");
         out.push_str(domain);
     }
-    out.push_str(&format!("; Max-Age={max_age}; Expires={expires}"));
+    if let Some((max_age, expires)) = lifetime {
+        out.push_str(&format!("; Max-Age={max_age}; Expires={expires}"));
+    }
     if config.http_only {
         out.push_str("; HttpOnly");
     }
-    if secure {
+    if config.secure {
         out.push_str("; Secure");
     }
     out.push_str(match config.same_site {
@@ -91,18 +84,45 @@ fn render(config: &Config, value: &str, max_age: i64, expires: &str, secure: boo
     out
 }
 
-/// The first valid token in a `Cookie` header under `cookie_name`; `None` when there is none.
+/// What a `Cookie` header holds under the session cookie's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// No cookie of that name at all.
+    Absent,
+    /// Cookies of that name, none of them a well-formed token.
+    Malformed,
+    /// The first well-formed token under that name.
+    Token(String),
+}
+
+/// Looks for the session cookie `cookie_name` in a `Cookie` header.
 ///
 /// Pairs are split on `;`, trimmed of ASCII whitespace and split at the first `=`; pairs without `=`
-/// are skipped, and one pair of double quotes around a value is removed.
-pub fn session_id_from_header(cookie_name: &str, header: &str) -> Option<String> {
-    header
+/// are skipped, and one pair of double quotes around a value is removed. The first value under the
+/// name that is a well-formed token wins.
+pub fn find_session_cookie(cookie_name: &str, header: &str) -> Found {
+    let mut found = Found::Absent;
+    for value in header
         .split(';')
         .filter_map(|pair| pair.trim_ascii().split_once('='))
         .filter(|(name, _)| name.trim_ascii() == cookie_name)
         .map(|(_, value)| unquote(value.trim_ascii()))
-        .find(|value| token::is_valid(value))
-        .map(str::to_string)
+    {
+        if token::is_valid(value) {
+            return Found::Token(value.to_string());
+        }
+        found = Found::Malformed;
+    }
+    found
+}
+
+/// The first valid token in a `Cookie` header under `cookie_name`; `None` when there is none.
+#[cfg(any(test, fuzzing))]
+pub fn session_id_from_header(cookie_name: &str, header: &str) -> Option<String> {
+    match find_session_cookie(cookie_name, header) {
+        Found::Token(token) => Some(token),
+        Found::Absent | Found::Malformed => None,
+    }
 }
 
 /// Removes one pair of surrounding double quotes, if present.
@@ -116,26 +136,54 @@ fn unquote(value: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bindings::exports::wasm_sessions::store::store::Expiry;
     use crate::config::default_config;
 
     const TOKEN: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
     const OTHER: &str = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
     /// 2015-10-21T07:28:00Z in microseconds.
     const AT: i64 = 1_445_412_480 * MICROS_PER_SECOND;
+    const HOUR: i64 = 3600 * MICROS_PER_SECOND;
+
+    /// A session with `TOKEN`, absolute deadline `AT`, idle deadline an hour earlier.
+    fn session(expiry: Option<Expiry>) -> Session {
+        Session {
+            id: TOKEN.to_string(),
+            handle: token::handle(TOKEN),
+            data: "{}".to_string(),
+            user_id: None,
+            label: None,
+            expiry,
+            created_at: AT - 24 * HOUR,
+            expires_at: AT - HOUR,
+            absolute_expires_at: AT,
+            updated_at: AT - 24 * HOUR,
+            version: 1,
+            is_saved: true,
+        }
+    }
 
     #[test]
     fn set_cookie_default_order() {
         let c = default_config();
-        let now = AT - 3600 * MICROS_PER_SECOND;
-        let v = set_cookie(&c, TOKEN, AT, now, false).unwrap();
+        let v = set_cookie(&c, &session(None), AT - HOUR).unwrap();
         assert_eq!(
             v,
             format!(
-                "varel_session={TOKEN}; Path=/; Max-Age=3600; Expires=Wed, 21 Oct 2015 07:28:00 GMT; HttpOnly; SameSite=Strict"
+                "varel_session={TOKEN}; Path=/; Max-Age=3600; Expires=Wed, 21 Oct 2015 07:28:00 GMT; HttpOnly; Secure; SameSite=Strict"
             )
         );
-        let v = set_cookie(&c, TOKEN, AT, now, true).unwrap();
-        assert!(v.ends_with("; HttpOnly; Secure; SameSite=Strict"), "{v}");
+    }
+
+    #[test]
+    fn secure_follows_the_configuration_alone() {
+        let mut c = default_config();
+        c.secure = false;
+        let v = set_cookie(&c, &session(None), AT - HOUR).unwrap();
+        assert!(v.ends_with("; HttpOnly; SameSite=Strict"), "{v}");
+        assert!(!removal_cookie(&c).contains("Secure"));
+        c.secure = true;
+        assert!(removal_cookie(&c).contains("; Secure;"));
     }
 
     #[test]
@@ -144,9 +192,8 @@ mod tests {
         c.domain = Some(".example.com".to_string());
         c.path = "/app".to_string();
         c.http_only = false;
-        c.secure = Some(true);
         c.same_site = SameSite::None;
-        let v = set_cookie(&c, TOKEN, AT, AT - 1, false).unwrap();
+        let v = set_cookie(&c, &session(None), AT - 1).unwrap();
         assert_eq!(
             v,
             format!(
@@ -154,11 +201,39 @@ mod tests {
             )
         );
         c.same_site = SameSite::Lax;
-        c.secure = Some(false);
-        let v = set_cookie(&c, TOKEN, AT, AT, true).unwrap();
+        c.secure = false;
+        let v = set_cookie(&c, &session(None), AT).unwrap();
         assert!(
             v.ends_with("Max-Age=0; Expires=Wed, 21 Oct 2015 07:28:00 GMT; SameSite=Lax"),
             "{v}"
+        );
+    }
+
+    #[test]
+    fn the_cookie_lives_per_expiry_mode() {
+        let c = default_config();
+        let now = AT - 2 * HOUR;
+        // Sliding sessions: until the absolute deadline, not the idle one.
+        for expiry in [None, Some(Expiry::OnInactivity(60))] {
+            let v = set_cookie(&c, &session(expiry), now).unwrap();
+            assert!(
+                v.contains("; Max-Age=7200; Expires=Wed, 21 Oct 2015 07:28:00 GMT;"),
+                "{v}"
+            );
+        }
+        // at: until the earlier of the time and the absolute deadline.
+        let v = set_cookie(&c, &session(Some(Expiry::At(AT - HOUR))), now).unwrap();
+        assert!(
+            v.contains("; Max-Age=3600; Expires=Wed, 21 Oct 2015 06:28:00 GMT;"),
+            "{v}"
+        );
+        let v = set_cookie(&c, &session(Some(Expiry::At(AT + HOUR))), now).unwrap();
+        assert!(v.contains("; Max-Age=7200; Expires=Wed, 21 Oct 2015 07:28:00 GMT;"));
+        // on-session-end: a browser-session cookie.
+        let v = set_cookie(&c, &session(Some(Expiry::OnSessionEnd)), now).unwrap();
+        assert_eq!(
+            v,
+            format!("varel_session={TOKEN}; Path=/; HttpOnly; Secure; SameSite=Strict")
         );
     }
 
@@ -185,39 +260,14 @@ mod tests {
     }
 
     #[test]
-    fn same_site_none_needs_https_when_unset() {
-        let mut c = default_config();
-        c.same_site = SameSite::None;
-        match set_cookie(&c, TOKEN, AT, 0, false) {
-            Err(StoreError::InvalidConfig(m)) => {
-                assert_eq!(
-                    m,
-                    "SameSite=None requires Secure, and the request is not HTTPS"
-                )
-            }
+    fn set_cookie_validates_the_token_without_echoing_it() {
+        let c = default_config();
+        let mut s = session(None);
+        s.id = "n0t-a-t0ken".to_string();
+        match set_cookie(&c, &s, AT) {
+            Err(StoreError::InvalidId(m)) => assert!(!m.contains("n0t-a-t0ken"), "{m}"),
             other => panic!("{other:?}"),
         }
-        assert!(set_cookie(&c, TOKEN, AT, 0, true).is_ok());
-        assert!(removal_cookie(&c, false).is_err());
-        assert!(removal_cookie(&c, true).is_ok());
-    }
-
-    #[test]
-    fn set_cookie_validates() {
-        let mut c = default_config();
-        assert!(matches!(
-            set_cookie(&c, "nope", AT, 0, true),
-            Err(StoreError::InvalidId(_))
-        ));
-        c.path = "x".to_string();
-        assert!(matches!(
-            set_cookie(&c, TOKEN, AT, 0, true),
-            Err(StoreError::InvalidConfig(_))
-        ));
-        assert!(matches!(
-            removal_cookie(&c, true),
-            Err(StoreError::InvalidConfig(_))
-        ));
     }
 
     #[test]
@@ -225,7 +275,7 @@ mod tests {
         let mut c = default_config();
         c.domain = Some("example.com".to_string());
         assert_eq!(
-            removal_cookie(&c, true).unwrap(),
+            removal_cookie(&c),
             "varel_session=; Path=/; Domain=example.com; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; Secure; SameSite=Strict"
         );
     }
@@ -249,6 +299,40 @@ mod tests {
         assert_eq!(session_id_from_header(name, &h), None);
         let h = format!("varel_session=\"\"{TOKEN}\"\"");
         assert_eq!(session_id_from_header(name, &h), None);
+    }
+
+    #[test]
+    fn parse_tells_absent_from_malformed() {
+        let name = "varel_session";
+        for absent in [
+            "",
+            "a=1",
+            "varel_session",
+            "VAREL_SESSION=x",
+            "xvarel_session=1",
+        ] {
+            assert_eq!(
+                find_session_cookie(name, absent),
+                Found::Absent,
+                "{absent:?}"
+            );
+        }
+        for malformed in [
+            "varel_session=",
+            "varel_session=x",
+            "a=1; varel_session=\"\"",
+            &format!("varel_session={}", TOKEN.to_uppercase()),
+        ] {
+            assert_eq!(
+                find_session_cookie(name, malformed),
+                Found::Malformed,
+                "{malformed:?}"
+            );
+        }
+        assert_eq!(
+            find_session_cookie(name, &format!("varel_session=x; varel_session={TOKEN}")),
+            Found::Token(TOKEN.to_string())
+        );
     }
 
     #[test]

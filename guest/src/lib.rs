@@ -1,11 +1,15 @@
-//! The session store component: the `store` interface of `wit/store.wit`, built for wasm32-wasip2.
+//! The session store component: the `store` interface of `wit/store.wit`, built for
+//! `wasm32-unknown-unknown` (no WASI: the component imports only `sql`, `entropy` and `clock`).
 //!
-//! This file is glue only: it binds the WIT world and delegates each export to the modules below.
+//! This file is glue only: it binds the WIT world and delegates each export to the modules below, reading
+//! the host's clock once per call and passing the time down, so the policy code stays pure and testable.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod clock;
 mod config;
 mod cookie;
+mod data;
+#[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;
 mod session;
@@ -21,7 +25,8 @@ mod bindings {
 }
 
 use bindings::exports::wasm_sessions::store::store::{
-    Config, Guest, Session, StoreError, UserSession,
+    CommitOutcome, CommitRequest, Config, Expiry, Guest, RequestSession, Session, StoreError,
+    UserSession,
 };
 
 /// The exported component.
@@ -38,47 +43,35 @@ impl Guest for Component {
         config::validate(&config)
     }
 
-    fn generate_session_id() -> String {
-        match token::generate() {
-            Ok(token) => token,
-            // This export has no error channel, and a token not made of exactly 32 host bytes must
-            // never be handed out: trap instead.
-            Err(_) => std::process::abort(),
-        }
+    fn statements() -> Vec<String> {
+        store::statements()
     }
 
-    fn new_session(config: Config, max_age: i64) -> Result<Session, StoreError> {
-        session::check_max_age(max_age)?;
-        session::new_session(
-            token::generate()?,
-            max_age,
-            config.idle_timeout,
-            clock::now_micros(),
-        )
+    fn generate_session_id() -> Result<String, StoreError> {
+        token::generate()
     }
 
-    fn is_expired(session: Session) -> bool {
-        session::is_expired(session.expires_at, clock::now_micros())
-    }
-
-    fn regenerate_id(config: Config, session: Session) -> Result<Session, StoreError> {
-        store::regenerate_id(&config, session, clock::now_micros(), token::generate)
-    }
-
-    fn save(config: Config, session: Session) -> Result<Session, StoreError> {
-        store::save(&config, session, clock::now_micros())
+    fn new_session(config: Config, expiry: Option<Expiry>) -> Result<Session, StoreError> {
+        session::new_session(&config, expiry, token::generate, clock::now())
     }
 
     fn load(config: Config, id: String) -> Result<Session, StoreError> {
-        store::load(&config, id, clock::now_micros())
+        store::load(&config, id, clock::now())
+    }
+
+    fn load_from_cookie(
+        config: Config,
+        cookie_header: String,
+    ) -> Result<RequestSession, StoreError> {
+        store::load_from_cookie(&config, &cookie_header, clock::now(), token::generate)
+    }
+
+    fn commit(config: Config, request: CommitRequest) -> Result<CommitOutcome, StoreError> {
+        store::commit(&config, request, clock::now(), token::generate)
     }
 
     fn delete(id: String) -> Result<bool, StoreError> {
         store::delete(&id)
-    }
-
-    fn cleanup() -> Result<u64, StoreError> {
-        store::cleanup(clock::now_micros())
     }
 
     fn cleanup_batch(cutoff: i64, limit: u32) -> Result<u64, StoreError> {
@@ -90,7 +83,7 @@ impl Guest for Component {
     }
 
     fn get_user_sessions(user_id: i64) -> Result<Vec<UserSession>, StoreError> {
-        store::user_sessions(user_id, clock::now_micros())
+        store::user_sessions(user_id, clock::now())
     }
 
     fn delete_user_sessions(user_id: i64) -> Result<u64, StoreError> {
@@ -101,33 +94,16 @@ impl Guest for Component {
         store::delete_user_sessions_except(user_id, &keep_id)
     }
 
-    fn revoke_session(handle: String) -> Result<bool, StoreError> {
-        store::revoke(&handle)
+    fn revoke_session(user_id: i64, handle: String) -> Result<bool, StoreError> {
+        store::revoke(user_id, &handle)
     }
 
-    fn set_cookie_header(
-        config: Config,
-        session: Session,
-        request_is_secure: bool,
-    ) -> Result<String, StoreError> {
-        cookie::set_cookie(
-            &config,
-            &session.id,
-            session.absolute_expires_at,
-            clock::now_micros(),
-            request_is_secure,
-        )
+    fn cookie_header(config: Config, session: Session) -> Result<String, StoreError> {
+        cookie::set_cookie(&config, &session, clock::now())
     }
 
-    fn removal_cookie_header(
-        config: Config,
-        request_is_secure: bool,
-    ) -> Result<String, StoreError> {
-        cookie::removal_cookie(&config, request_is_secure)
-    }
-
-    fn session_id_from_cookie_header(config: Config, header: String) -> Option<String> {
-        cookie::session_id_from_header(&config.cookie_name, &header)
+    fn removal_cookie_header(config: Config) -> String {
+        cookie::removal_cookie(&config)
     }
 }
 

@@ -80,6 +80,11 @@ pub fn hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// The handle of a token: the lower-case hex of its SHA-256.
+pub fn handle(token: &str) -> String {
+    encode_hex(&hash(token))
+}
+
 /// The handle for a stored `id_hash`: its lower-case hex.
 pub fn handle_from_hash(hash: &[u8; 32]) -> String {
     encode_hex(hash)
@@ -177,6 +182,7 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(handle_from_hash(&hash(TOKEN)), encode_hex(&hash(TOKEN)));
+        assert_eq!(handle(TOKEN), encode_hex(&hash(TOKEN)));
         assert_eq!(validated_hash(TOKEN).unwrap(), hash(TOKEN));
         assert!(validated_hash("nope").is_err());
     }

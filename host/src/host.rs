@@ -1,15 +1,16 @@
-//! The WIT glue for the guest's imports: translates and delegates to the [`SqlDriver`] and the
-//! [`EntropySource`]; no policy lives here.
+//! The WIT glue for the guest's imports: translates and delegates to the [`SqlDriver`], the
+//! [`EntropySource`] and the [`Clock`]. The only policy here is the boundary itself: a statement the
+//! component did not declare, or one that is not a single data statement, is refused unsent.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tracing::Instrument as _;
-use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::wasm_sessions::store::{entropy, sql};
-use crate::convert::{row_set_to_wit, sql_error_to_wit, sql_value_from_wit};
-use crate::driver::SqlDriver;
+use crate::bindings::wasm_sessions::store::{clock, entropy, sql};
+use crate::clock::Clock;
+use crate::convert::{micros_from_time, row_set_to_wit, sql_error_to_wit, sql_value_from_wit};
+use crate::driver::{SqlDriver, SqlError, is_data_statement};
 use crate::entropy::EntropySource;
 
 /// The most bytes one `random-bytes` call may ask for; more is a guest bug and stops the call.
@@ -22,6 +23,11 @@ pub(crate) struct MemoryLimitExceeded {
     pub(crate) desired: usize,
     pub(crate) limit: usize,
 }
+
+/// A guest call ran past its deadline while running guest code; the call is stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("the guest call ran past its deadline")]
+pub(crate) struct DeadlinePassed;
 
 /// The most table elements a guest instance may have.
 const TABLE_ELEMENT_LIMIT: usize = 100_000;
@@ -59,38 +65,46 @@ impl wasmtime::ResourceLimiter for GuestLimiter {
     }
 }
 
-/// What one guest instance can reach: the two capabilities and an empty WASI context (no files,
-/// sockets, environment variables, arguments or inherited stdio).
+/// What the host grants every guest instance: its three capabilities, nothing else.
+#[derive(Clone)]
+pub(crate) struct Grants {
+    pub(crate) driver: Arc<dyn SqlDriver>,
+    pub(crate) entropy: Arc<dyn EntropySource>,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// The statements the component declared (empty while the builder asks for them).
+    pub(crate) statements: Arc<[String]>,
+}
+
+/// What one guest instance can reach: the capabilities, its limits, and its current call's deadline.
 pub(crate) struct HostState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    driver: Arc<dyn SqlDriver>,
-    entropy: Arc<dyn EntropySource>,
+    grants: Grants,
     pub(crate) limiter: GuestLimiter,
+    /// When the running call must be finished by.
+    pub(crate) deadline: Instant,
 }
 
 impl HostState {
-    pub(crate) fn new(
-        driver: Arc<dyn SqlDriver>,
-        entropy: Arc<dyn EntropySource>,
-        memory_limit: usize,
-    ) -> Self {
+    pub(crate) fn new(grants: Grants, memory_limit: usize) -> Self {
         Self {
-            wasi: WasiCtx::builder().build(),
-            table: ResourceTable::new(),
-            driver,
-            entropy,
+            grants,
             limiter: GuestLimiter { memory_limit },
+            deadline: Instant::now(),
         }
     }
-}
 
-impl WasiView for HostState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
+    /// Why `statement` may not be sent, if it may not.
+    fn refusal(&self, statement: &str) -> Option<SqlError> {
+        if !self.grants.statements.iter().any(|s| s == statement) {
+            return Some(SqlError::Refused(
+                "the component did not declare this statement".into(),
+            ));
         }
+        if !is_data_statement(statement) {
+            return Some(SqlError::Refused(
+                "only single data statements (SELECT, INSERT, UPDATE, DELETE, WITH) are run".into(),
+            ));
+        }
+        None
     }
 }
 
@@ -100,10 +114,15 @@ impl sql::Host for HostState {
         statement: String,
         params: Vec<sql::SqlValue>,
     ) -> Result<sql::RowSet, sql::SqlError> {
+        if let Some(refused) = self.refusal(&statement) {
+            tracing::warn!(error = %refused, "refused a statement from the session component");
+            return Err(sql_error_to_wit(refused));
+        }
         let params: Vec<_> = params.into_iter().map(sql_value_from_wit).collect();
         // The statement is parameterized text written by the guest: it carries no values.
         let span = tracing::debug_span!("sql_query", statement = %statement, params = params.len());
         let outcome = self
+            .grants
             .driver
             .query(&statement, &params)
             .instrument(span)
@@ -118,19 +137,28 @@ impl entropy::Host for HostState {
             wasmtime::bail!("random-bytes asked for {len} bytes; the limit is {MAX_RANDOM_BYTES}");
         }
         let mut bytes = vec![0; len as usize];
-        self.entropy
+        self.grants
+            .entropy
             .fill(&mut bytes)
             .map_err(wasmtime::Error::from)?;
         Ok(bytes)
     }
 }
 
+impl clock::Host for HostState {
+    fn now(&mut self) -> i64 {
+        micros_from_time(self.grants.clock.now())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
+    use std::time::{Duration, SystemTime};
 
     use super::*;
-    use crate::driver::{QueryFuture, RowSet, SqlError, SqlValue};
+    use crate::clock::ManualClock;
+    use crate::driver::{PrepareFuture, QueryFuture, RowSet, SqlValue};
     use crate::entropy::{EntropyError, OsEntropy};
 
     /// Records what it is asked and answers with a fixed outcome.
@@ -148,6 +176,10 @@ mod tests {
             let answer = self.answer.clone();
             Box::pin(async move { answer })
         }
+
+        fn prepare<'a>(&'a self, _: &'a str) -> PrepareFuture<'a> {
+            Box::pin(async { Ok(()) })
+        }
     }
 
     struct BrokenEntropy;
@@ -158,8 +190,18 @@ mod tests {
         }
     }
 
+    const DECLARED: &str = "SELECT $1::text";
+
     fn state(driver: Arc<ScriptedDriver>, entropy: impl EntropySource) -> HostState {
-        HostState::new(driver, Arc::new(entropy), 1 << 20)
+        let grants = Grants {
+            driver,
+            entropy: Arc::new(entropy),
+            clock: Arc::new(ManualClock::new(
+                SystemTime::UNIX_EPOCH + Duration::from_micros(1_234_567),
+            )),
+            statements: vec![DECLARED.to_owned(), "SET search_path TO x".to_owned()].into(),
+        };
+        HostState::new(grants, 1 << 20)
     }
 
     #[test]
@@ -205,13 +247,19 @@ mod tests {
         assert!(format!("{err:#}").contains("no entropy"));
     }
 
+    #[test]
+    fn the_clock_import_reads_the_granted_clock_in_microseconds() {
+        let mut state = state(ok_driver(), OsEntropy);
+        assert_eq!(clock::Host::now(&mut state), 1_234_567);
+    }
+
     #[tokio::test]
-    async fn sql_query_hands_statement_and_params_to_the_driver_and_rows_back() {
+    async fn sql_query_hands_a_declared_statement_and_its_params_to_the_driver_and_rows_back() {
         let driver = ok_driver();
         let mut state = state(driver.clone(), OsEntropy);
         let rows = sql::Host::sql_query(
             &mut state,
-            "SELECT $1".into(),
+            DECLARED.into(),
             vec![sql::SqlValue::Text("x".into()), sql::SqlValue::Null],
         )
         .await
@@ -219,8 +267,25 @@ mod tests {
         assert_eq!(rows.columns, ["n"]);
         assert!(matches!(rows.rows[0][0], sql::SqlValue::Int64(1)));
         let seen = driver.seen.lock().unwrap();
-        assert_eq!(seen[0].0, "SELECT $1");
+        assert_eq!(seen[0].0, DECLARED);
         assert_eq!(seen[0].1, [SqlValue::Text("x".into()), SqlValue::Null]);
+    }
+
+    #[tokio::test]
+    async fn undeclared_and_non_data_statements_are_refused_unsent() {
+        let driver = ok_driver();
+        let mut state = state(driver.clone(), OsEntropy);
+        for statement in [
+            "SELECT $1::text ",
+            "DROP TABLE wasm_sessions.sessions",
+            "SET search_path TO x",
+        ] {
+            let err = sql::Host::sql_query(&mut state, statement.into(), Vec::new())
+                .await
+                .unwrap_err();
+            assert!(matches!(err, sql::SqlError::Refused(_)), "{statement}");
+        }
+        assert!(driver.seen.lock().unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -233,7 +298,7 @@ mod tests {
             }),
         });
         let mut state = state(driver, OsEntropy);
-        let err = sql::Host::sql_query(&mut state, "INSERT".into(), Vec::new())
+        let err = sql::Host::sql_query(&mut state, DECLARED.into(), Vec::new())
             .await
             .unwrap_err();
         assert!(matches!(err, sql::SqlError::ConstraintViolation(c) if c.sqlstate == "23505"));

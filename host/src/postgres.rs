@@ -4,11 +4,13 @@ use std::error::Error as _;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+};
 use postgres_types::{FromSql, IsNull, ToSql, Type};
 use tokio_postgres::{NoTls, Row};
 
-use crate::driver::{QueryFuture, RowSet, SqlDriver, SqlError, SqlValue};
+use crate::driver::{PrepareFuture, QueryFuture, RowSet, SqlDriver, SqlError, SqlValue};
 
 /// Microseconds between 1970-01-01 (the WIT epoch) and 2000-01-01 (PostgreSQL's).
 const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
@@ -129,7 +131,17 @@ impl PostgresDriver {
     }
 
     async fn run(&self, statement: &str, params: &[SqlValue]) -> Result<RowSet, SqlError> {
-        let client = self.pool.get().await.map_err(pool_error)?;
+        let mut guard = InFlight(Some(self.pool.get().await.map_err(pool_error)?));
+        let outcome = Self::run_on(guard.client(), statement, params).await;
+        guard.finish();
+        outcome
+    }
+
+    async fn run_on(
+        client: &Object,
+        statement: &str,
+        params: &[SqlValue],
+    ) -> Result<RowSet, SqlError> {
         let prepared = client
             .prepare_cached(statement)
             .await
@@ -188,6 +200,52 @@ impl SqlDriver for PostgresDriver {
                     )))
                 })
         })
+    }
+
+    fn prepare<'a>(&'a self, statement: &'a str) -> PrepareFuture<'a> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(pool_error)?;
+            client
+                .prepare_cached(statement)
+                .await
+                .map(drop)
+                .map_err(query_error)
+        })
+    }
+}
+
+/// A pooled connection with a statement in flight. Dropped before [`finish`](Self::finish) (the call's
+/// deadline passed and its future was dropped), the server may still be running the statement: the
+/// connection is taken out of the pool, so no later query waits behind it, the server is asked to
+/// cancel the statement, and the connection closes.
+struct InFlight(Option<Object>);
+
+impl InFlight {
+    fn client(&self) -> &Object {
+        self.0.as_ref().expect("present until finished")
+    }
+
+    /// The statement completed: the connection goes back to the pool.
+    fn finish(&mut self) {
+        self.0.take();
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let Some(object) = self.0.take() else {
+            return;
+        };
+        let client = Object::take(object);
+        let cancel = client.cancel_token();
+        tracing::warn!("abandoning a connection with a statement in flight; cancelling it");
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = cancel.cancel_query(NoTls).await {
+                    tracing::warn!(error = %error, "could not cancel an abandoned statement");
+                }
+            });
+        }
     }
 }
 
@@ -249,6 +307,7 @@ fn check_param(value: &SqlValue, ty: &Type) -> Result<(), String> {
         SqlValue::Json(_) => matches!(*ty, Type::JSON | Type::JSONB),
         SqlValue::Timestamp(_) => matches!(*ty, Type::TIMESTAMPTZ | Type::TIMESTAMP),
         SqlValue::Bytes(_) => *ty == Type::BYTEA,
+        SqlValue::TextArray(_) => matches!(*ty, Type::TEXT_ARRAY | Type::VARCHAR_ARRAY),
     };
     if fits {
         Ok(())
@@ -270,6 +329,7 @@ fn kind_name(value: &SqlValue) -> &'static str {
         SqlValue::Json(_) => "json",
         SqlValue::Timestamp(_) => "timestamp",
         SqlValue::Bytes(_) => "bytes",
+        SqlValue::TextArray(_) => "text-array",
     }
 }
 
@@ -308,6 +368,7 @@ impl ToSql for PgParam<'_> {
                 IsNull::No
             }
             (SqlValue::Bytes(v), _) => v.as_slice().to_sql(ty, out)?,
+            (SqlValue::TextArray(v), _) => v.to_sql(ty, out)?,
         };
         Ok(IsNull::No)
     }
@@ -398,6 +459,9 @@ fn decode_value(row: &Row, index: usize) -> Result<SqlValue, SqlError> {
             |v| SqlValue::Timestamp(v.0),
         ),
         Type::BYTEA => or_null(row.try_get(index).map_err(failed)?, SqlValue::Bytes),
+        Type::TEXT_ARRAY | Type::VARCHAR_ARRAY => {
+            or_null(row.try_get(index).map_err(failed)?, SqlValue::TextArray)
+        }
         ref ty if <&str as FromSql>::accepts(ty) => {
             or_null(row.try_get(index).map_err(failed)?, SqlValue::Text)
         }

@@ -1,5 +1,7 @@
-//! Compiles a guest crate to a `wasm32-wasip2` component from a build script, so `cargo build` /
-//! `cargo test` need no manual step.
+//! Compiles a guest crate to a component from a build script, so `cargo build` / `cargo test` need no
+//! manual step: a `wasm32-unknown-unknown` core module (std without WASI, so it imports only what its WIT
+//! world imports), turned into a component by `wit-component` from the component type that
+//! `wit_bindgen::generate!` embeds in the module.
 //!
 //! As wasmtime's own `crates/test-programs/artifacts/build.rs` does: a nested cargo with its own target
 //! directory (sharing ours would deadlock on the build lock), without the outer build's RUSTFLAGS (coverage
@@ -9,14 +11,16 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const TARGET: &str = "wasm32-wasip2";
+const TARGET: &str = "wasm32-unknown-unknown";
 
-/// Builds the `cdylib` crate in `crate_dir` for `wasm32-wasip2` (release profile) into a target
-/// directory of its own under `OUT_DIR`, tells cargo to rerun the calling build script when any of its
-/// sources or `watch` paths change, and returns the component's path.
+/// Builds the `cdylib` crate in `crate_dir` for `wasm32-unknown-unknown` (release profile) into a target
+/// directory of its own under `OUT_DIR`, turns the core module `<artifact>.wasm` into a component
+/// written next to it as `<artifact>.component.wasm`, tells cargo to rerun the calling build script when
+/// any of its sources or `watch` paths change, and returns the component's path.
 ///
 /// # Panics
-/// When the target cannot be installed or the build fails: a build script has no other way to fail.
+/// When the target cannot be installed, the build fails or the module cannot be made a component: a
+/// build script has no other way to fail.
 #[must_use]
 pub fn build_component(crate_dir: &Path, artifact: &str, watch: &[PathBuf]) -> PathBuf {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
@@ -66,14 +70,23 @@ pub fn build_component(crate_dir: &Path, artifact: &str, watch: &[PathBuf]) -> P
     );
 
     let release = target_dir.join(TARGET).join("release");
-    let component = release.join(format!("{artifact}.wasm"));
-    assert!(
-        component.exists(),
-        "the build did not produce {}",
-        component.display()
-    );
+    let module = release.join(format!("{artifact}.wasm"));
+    let core = std::fs::read(&module)
+        .unwrap_or_else(|e| panic!("the build did not produce {}: {e}", module.display()));
+    let component = release.join(format!("{artifact}.component.wasm"));
+    std::fs::write(&component, componentize(&core, &module))
+        .unwrap_or_else(|e| panic!("could not write {}: {e}", component.display()));
     emit_dep_info(&release.join(format!("{artifact}.d")));
     component
+}
+
+/// Turns a core module (built with `wit_bindgen::generate!`, which embeds the component type) into a
+/// validated component. `path` names the module in the panic message.
+fn componentize(core: &[u8], path: &Path) -> Vec<u8> {
+    wit_component::ComponentEncoder::default()
+        .module(core)
+        .and_then(|encoder| encoder.validate(true).encode())
+        .unwrap_or_else(|e| panic!("could not make {} a component: {e:?}", path.display()))
 }
 
 /// `rust-toolchain.toml` names the target, but rustup does not install it when auto-install is off.

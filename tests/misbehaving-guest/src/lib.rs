@@ -1,18 +1,94 @@
-//! A hostile implementation of the `session-store` world, for the host's sandbox-limit tests.
+//! A hostile implementation of the `session-store` world, for the host's sandbox tests.
 //!
-//! - `generate-session-id` spins forever (stopped by the per-call fuel limit);
-//! - `new-session` allocates without bound (stopped by the memory limit);
-//! - `is-expired` panics (a trap);
-//! - `default-config` and `validate-config` behave, so a store can be built and keep serving.
-//!   Every other export answers `unexpected-result`.
+//! `statements()` declares exactly these texts (index: statement), as the `pub const`s below:
+//!
+//! ```text
+//! 0  DROP TABLE wasm_sessions.sessions
+//! 1  SELECT rolname, rolpassword FROM pg_authid
+//! 2  SELECT * FROM refinery_schema_history
+//! 3  COPY (SELECT 1) TO PROGRAM 'touch /tmp/wasm-sessions-pwned'
+//! 4  CREATE TEMP TABLE sessions (id int)
+//! 5  SET search_path TO pg_temp
+//! 6  BEGIN
+//! 7  SELECT pg_sleep(3600)
+//! 8  SELECT set_config('search_path', 'nowhere', false)
+//! 9  SELECT 1 AS one
+//! ```
+//!
+//! `load(config, id)` runs the attack `id` names and reports what the host answered:
+//!
+//! - `declared:<n>`: sends declared statement `n` (0-based, above) once, without parameters;
+//! - `undeclared:drop`: sends `DROP TABLE wasm_sessions.sessions ` (trailing space: not declared);
+//! - `undeclared:many`: sends the undeclared `SELECT 0` .. `SELECT 9999` one after the other while the
+//!   host refuses them, and stops at the first other answer;
+//! - `sleep-in-host`: sends the declared `SELECT pg_sleep(3600)` (statement 7);
+//! - `loop`: spins forever (for the fuel or epoch limit);
+//! - `hoard`: allocates 1 MiB chunks forever (for the memory limit);
+//! - `panic`: panics (a trap).
+//!
+//! The outcome is always an error, so a test can match on the variant:
+//!
+//! - a statement failed: `database(<the sql-error the host returned>)`, unchanged;
+//! - a statement succeeded: `unexpected-result("ran: <statement>")`;
+//! - `undeclared:many`, every statement refused: `database(refused("<n> of 10000 undeclared statements
+//!   refused; the last: <the host's message>"))`; one succeeded: `unexpected-result("ran: SELECT <i>
+//!   after <n> refused")`; another error: `database(<it>)`, unchanged;
+//! - an unknown attack or statement index: `unexpected-result("no such attack: ...")`.
+//!
+//! `default-config` (cookie `misbehaving`, max-age 60, secure ...) and `validate-config` behave, so a
+//! store can be built; `removal-cookie-header` returns an empty string and `statements` the list above.
+//! Every other export answers `unexpected-result("the misbehaving guest does not do this")`.
 
 mod bindings {
     wit_bindgen::generate!({ path: "../../wit", world: "session-store" });
 }
 
 use bindings::exports::wasm_sessions::store::store::{
-    Concurrency, Config, Guest, SameSite, Session, StoreError, UserSession,
+    CommitOutcome, CommitRequest, Concurrency, Config, Expiry, Guest, RequestSession, SameSite,
+    Session, StoreError, UserSession,
 };
+use bindings::wasm_sessions::store::sql::{SqlError, sql_query};
+
+/// Declared statement 0.
+pub const DROP_TABLE: &str = "DROP TABLE wasm_sessions.sessions";
+/// Declared statement 1.
+pub const READ_PASSWORDS: &str = "SELECT rolname, rolpassword FROM pg_authid";
+/// Declared statement 2.
+pub const READ_MIGRATIONS: &str = "SELECT * FROM refinery_schema_history";
+/// Declared statement 3.
+pub const COPY_TO_PROGRAM: &str = "COPY (SELECT 1) TO PROGRAM 'touch /tmp/wasm-sessions-pwned'";
+/// Declared statement 4.
+pub const SHADOW_TABLE: &str = "CREATE TEMP TABLE sessions (id int)";
+/// Declared statement 5.
+pub const SET_SEARCH_PATH: &str = "SET search_path TO pg_temp";
+/// Declared statement 6.
+pub const BEGIN: &str = "BEGIN";
+/// Declared statement 7.
+pub const SLEEP: &str = "SELECT pg_sleep(3600)";
+/// Declared statement 8.
+pub const SET_CONFIG: &str = "SELECT set_config('search_path', 'nowhere', false)";
+/// Declared statement 9: harmless.
+pub const SELECT_ONE: &str = "SELECT 1 AS one";
+
+/// Everything `statements()` declares, in index order.
+pub const DECLARED: [&str; 10] = [
+    DROP_TABLE,
+    READ_PASSWORDS,
+    READ_MIGRATIONS,
+    COPY_TO_PROGRAM,
+    SHADOW_TABLE,
+    SET_SEARCH_PATH,
+    BEGIN,
+    SLEEP,
+    SET_CONFIG,
+    SELECT_ONE,
+];
+
+/// Not declared: `DROP_TABLE` with a trailing space.
+pub const UNDECLARED_DROP: &str = "DROP TABLE wasm_sessions.sessions ";
+
+/// How many undeclared statements `undeclared:many` sends at most.
+pub const MANY: u32 = 10_000;
 
 struct Hostile;
 
@@ -22,19 +98,76 @@ fn refuse<T>() -> Result<T, StoreError> {
     ))
 }
 
+/// Sends `statement` once and reports the host's answer.
+fn send(statement: &str) -> StoreError {
+    match sql_query(statement, &[]) {
+        Ok(_) => StoreError::UnexpectedResult(format!("ran: {statement}")),
+        Err(e) => StoreError::Database(e),
+    }
+}
+
+/// Sends distinct undeclared statements while the host refuses them.
+fn send_many() -> StoreError {
+    let mut last = String::new();
+    for i in 0..MANY {
+        let statement = format!("SELECT {i}");
+        match sql_query(&statement, &[]) {
+            Ok(_) => {
+                return StoreError::UnexpectedResult(format!("ran: {statement} after {i} refused"));
+            }
+            Err(SqlError::Refused(message)) => last = message,
+            Err(other) => return StoreError::Database(other),
+        }
+    }
+    StoreError::Database(SqlError::Refused(format!(
+        "{MANY} of {MANY} undeclared statements refused; the last: {last}"
+    )))
+}
+
+/// Runs the attack `id` names.
+fn attack(id: &str) -> StoreError {
+    match id {
+        "undeclared:drop" => send(UNDECLARED_DROP),
+        "undeclared:many" => send_many(),
+        "sleep-in-host" => send(SLEEP),
+        "loop" => {
+            let mut counter: u64 = 0;
+            loop {
+                counter = std::hint::black_box(counter.wrapping_add(1));
+            }
+        }
+        "hoard" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        "panic" => panic!("a guest bug"),
+        _ => match id
+            .strip_prefix("declared:")
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| DECLARED.get(n))
+        {
+            Some(statement) => send(statement),
+            None => StoreError::UnexpectedResult(format!("no such attack: {id}")),
+        },
+    }
+}
+
 impl Guest for Hostile {
     fn default_config() -> Config {
         Config {
             cookie_name: "misbehaving".into(),
             max_age: 60,
             http_only: true,
-            secure: None,
+            secure: true,
             same_site: SameSite::Strict,
             domain: None,
             path: "/".into(),
             idle_timeout: None,
             max_data_bytes: 1024,
-            concurrency: Concurrency::Optimistic,
+            concurrency: Concurrency::Merge,
         }
     }
 
@@ -42,42 +175,31 @@ impl Guest for Hostile {
         Ok(())
     }
 
-    fn generate_session_id() -> String {
-        let mut counter: u64 = 0;
-        loop {
-            counter = std::hint::black_box(counter.wrapping_add(1));
-        }
+    fn statements() -> Vec<String> {
+        DECLARED.iter().map(|s| s.to_string()).collect()
     }
 
-    fn new_session(_: Config, _: i64) -> Result<Session, StoreError> {
-        let mut hoard: Vec<Vec<u8>> = Vec::new();
-        loop {
-            hoard.push(vec![1; 1 << 20]);
-            std::hint::black_box(&hoard);
-        }
-    }
-
-    fn is_expired(_: Session) -> bool {
-        panic!("a guest bug")
-    }
-
-    fn regenerate_id(_: Config, _: Session) -> Result<Session, StoreError> {
+    fn generate_session_id() -> Result<String, StoreError> {
         refuse()
     }
 
-    fn save(_: Config, _: Session) -> Result<Session, StoreError> {
+    fn new_session(_: Config, _: Option<Expiry>) -> Result<Session, StoreError> {
         refuse()
     }
 
-    fn load(_: Config, _: String) -> Result<Session, StoreError> {
+    fn load(_: Config, id: String) -> Result<Session, StoreError> {
+        Err(attack(&id))
+    }
+
+    fn load_from_cookie(_: Config, _: String) -> Result<RequestSession, StoreError> {
+        refuse()
+    }
+
+    fn commit(_: Config, _: CommitRequest) -> Result<CommitOutcome, StoreError> {
         refuse()
     }
 
     fn delete(_: String) -> Result<bool, StoreError> {
-        refuse()
-    }
-
-    fn cleanup() -> Result<u64, StoreError> {
         refuse()
     }
 
@@ -101,20 +223,16 @@ impl Guest for Hostile {
         refuse()
     }
 
-    fn revoke_session(_: String) -> Result<bool, StoreError> {
+    fn revoke_session(_: i64, _: String) -> Result<bool, StoreError> {
         refuse()
     }
 
-    fn set_cookie_header(_: Config, _: Session, _: bool) -> Result<String, StoreError> {
+    fn cookie_header(_: Config, _: Session) -> Result<String, StoreError> {
         refuse()
     }
 
-    fn removal_cookie_header(_: Config, _: bool) -> Result<String, StoreError> {
-        refuse()
-    }
-
-    fn session_id_from_cookie_header(_: Config, _: String) -> Option<String> {
-        None
+    fn removal_cookie_header(_: Config) -> String {
+        String::new()
     }
 }
 

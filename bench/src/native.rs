@@ -1,25 +1,94 @@
-//! The native baseline: what the guest does for `new-session`, `save` and `load`, written as plain Rust
-//! on the host and sent through the same [`SqlDriver`] (the same `PostgresDriver` pool, the same
-//! prepared-statement cache, the same value conversions) with exactly the guest's SQL ([`crate::sql`]).
-//! The difference between the two is therefore the cost of the sandbox: instantiation or pool checkout,
-//! copying values across the component boundary, and running the policy as WebAssembly.
+//! The native baseline: what the guest and the host glue do for `new-session`, `load` and `save`, written
+//! as plain Rust and sent through the same [`SqlDriver`] (the same `PostgresDriver` pool, the same
+//! prepared-statement cache, the same value conversions) with exactly the guest's SQL ([`crate::sql`])
+//! and the same kinds of parameters.
+//!
+//! The work done per operation is the same as the component's, done once: validate the token and hash it
+//! (SHA-256), the handle (hex of the hash), the data as JSON text (serialized on save; the database's
+//! JSONB text parsed into a map on load and after a write, as the host does with what the guest returns),
+//! the checks the guest makes (NUL escapes, size), the expiry decision. The difference between the two
+//! is therefore the cost of the sandbox: taking a warm instance, copying values across the component
+//! boundary (both ways, and for every SQL call), and running the policy as WebAssembly.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use serde_json::Value;
 use sha2::{Digest as _, Sha256};
-use wasm_sessions::{RowSet, Session, SqlDriver, SqlValue, StoreError};
+use wasm_sessions::{Config, RowSet, SqlDriver, SqlValue, StoreError};
 
 use crate::sql;
 
-/// The largest serialized session data accepted (the guest's limit).
-const MAX_DATA_BYTES: usize = 1_048_576;
+/// A session as the native baseline holds it: the same fields as [`wasm_sessions::Session`] (times in
+/// microseconds since 1970), and the keys changed since it was loaded or saved (the delta a save sends).
+#[derive(Clone, PartialEq)]
+pub struct NativeSession {
+    /// The token (64 lower-case hex characters).
+    pub id: String,
+    /// The hex SHA-256 of the token.
+    pub handle: String,
+    /// The data, parsed.
+    pub data: BTreeMap<String, Value>,
+    /// The authenticated user.
+    pub user_id: Option<i64>,
+    /// The label.
+    pub label: Option<String>,
+    /// Creation time, µs.
+    pub created_at: i64,
+    /// When the session stops being valid, µs.
+    pub expires_at: i64,
+    /// The absolute deadline, µs.
+    pub absolute_expires_at: i64,
+    /// Last write, µs.
+    pub updated_at: i64,
+    /// The stored version; 0 when unsaved.
+    pub version: u64,
+    /// Whether the session exists in the database.
+    pub is_saved: bool,
+    /// Keys written since the last load or save.
+    changed: BTreeMap<String, ()>,
+    /// Whether the user changed since the last load or save.
+    user_changed: bool,
+}
+
+impl std::fmt::Debug for NativeSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativeSession")
+            .field("keys", &self.data.len())
+            .field("version", &self.version)
+            .field("is_saved", &self.is_saved)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NativeSession {
+    /// Stores the string `value` under `key`.
+    pub fn set(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        let key = key.into();
+        let value = Value::String(value.into());
+        if self.data.get(&key) == Some(&value) {
+            return;
+        }
+        self.data.insert(key.clone(), value);
+        self.changed.insert(key, ());
+    }
+
+    /// Sets the authenticated user.
+    pub fn set_user(&mut self, user: Option<i64>) {
+        if self.user_id != user {
+            self.user_id = user;
+            self.user_changed = true;
+        }
+    }
+}
 
 /// The session operations of the benchmark, natively.
 #[derive(Clone)]
 pub struct NativeStore {
     driver: Arc<dyn SqlDriver>,
+    max_age: i64,
+    max_data_bytes: u32,
 }
 
 impl std::fmt::Debug for NativeStore {
@@ -29,9 +98,14 @@ impl std::fmt::Debug for NativeStore {
 }
 
 impl NativeStore {
-    /// A native store on `driver`.
-    pub fn new(driver: Arc<dyn SqlDriver>) -> Self {
-        Self { driver }
+    /// A native store on `driver` with the lifetime and data limit of `config` (the component's
+    /// configuration; last-write-wins, no idle timeout, as the benchmark configures the component).
+    pub fn new(driver: Arc<dyn SqlDriver>, config: &Config) -> Self {
+        Self {
+            driver,
+            max_age: config.max_age,
+            max_data_bytes: config.max_data_bytes,
+        }
     }
 
     /// A fresh token: 32 bytes of OS randomness as lower-case hex (as the guest's `generate-session-id`).
@@ -44,109 +118,137 @@ impl NativeStore {
         Ok(hex(&bytes))
     }
 
-    /// A new, unsaved session that expires `max_age` seconds from now (as `new-session`; no SQL).
+    /// A new, unsaved session created now (as `new-session`; no SQL).
     ///
     /// # Errors
-    /// [`StoreError::InvalidData`] for a lifetime outside 1..=400 days.
-    pub fn new_session(max_age: i64) -> Result<Session, StoreError> {
-        if !(1..=34_560_000).contains(&max_age) {
-            return Err(StoreError::InvalidData(format!(
-                "max-age must be between 1 and 34560000 seconds, got {max_age}"
-            )));
-        }
-        // Microsecond precision, as the guest's clock and the database have.
-        let now = time(&SqlValue::Timestamp(micros(SystemTime::now())))?;
-        Ok(Session {
-            id: Self::generate_session_id()?,
+    /// As [`generate_session_id`](Self::generate_session_id).
+    pub fn new_session(&self) -> Result<NativeSession, StoreError> {
+        let now = now_micros();
+        let id = Self::generate_session_id()?;
+        let absolute = now.saturating_add(self.max_age.saturating_mul(1_000_000));
+        Ok(NativeSession {
+            handle: hex(&Sha256::digest(id.as_bytes())),
+            id,
             data: BTreeMap::new(),
             user_id: None,
+            label: None,
             created_at: now,
-            expires_at: now + Duration::from_secs(max_age.unsigned_abs()),
-            absolute_expires_at: now + Duration::from_secs(max_age.unsigned_abs()),
+            expires_at: absolute,
+            absolute_expires_at: absolute,
             updated_at: now,
             version: 0,
             is_saved: false,
+            changed: BTreeMap::new(),
+            user_changed: false,
         })
     }
 
-    /// Inserts a new session ([`sql::INSERT`]) or overwrites a saved one ([`sql::UPDATE`] with no
-    /// version check), in one statement, as the guest's `save` under `Concurrency::LastWriteWins` (the
-    /// semantics tower-sessions has, which the benchmark compares with).
+    /// Writes the session in one statement: a new one is inserted whole ([`sql::INSERT`]), a saved one
+    /// gets its changes ([`sql::UPDATE`], last-write-wins: no conditions), and the stored row comes back.
     ///
     /// # Errors
     /// [`StoreError::InvalidId`], [`StoreError::InvalidData`], [`StoreError::Expired`],
-    /// [`StoreError::Database`], [`StoreError::UnexpectedResult`].
-    pub async fn save(&self, session: &mut Session) -> Result<(), StoreError> {
+    /// [`StoreError::Conflict`], [`StoreError::NotFound`], [`StoreError::Database`],
+    /// [`StoreError::UnexpectedResult`].
+    pub async fn save(&self, session: &mut NativeSession) -> Result<(), StoreError> {
         let hash = validated_hash(&session.id)?;
-        let json = encode(&session.data)?;
-        if SystemTime::now() >= session.expires_at {
-            return Err(StoreError::Expired);
-        }
-        let user = session.user_id.map_or(SqlValue::Null, SqlValue::Int64);
-        // No idle timeout: the deadline is the absolute one.
-        let expires = SqlValue::Timestamp(micros(session.absolute_expires_at));
-        let absolute = SqlValue::Timestamp(micros(session.absolute_expires_at));
+        let now = now_micros();
+        let limit = SqlValue::Int64(self.max_data_bytes.into());
         let rows = if session.is_saved {
-            self.driver
-                .query(
-                    sql::UPDATE,
-                    &[
-                        SqlValue::Bytes(hash.to_vec()),
-                        SqlValue::Bytes(hash.to_vec()),
-                        SqlValue::Json(json),
-                        user,
-                        expires,
-                        absolute,
-                        SqlValue::Null,
-                    ],
-                )
-                .await
+            let mut set = BTreeMap::new();
+            let mut removed = Vec::new();
+            for key in session.changed.keys() {
+                match session.data.get(key) {
+                    Some(value) => {
+                        set.insert(key.as_str(), value);
+                    }
+                    None => removed.push(key.clone()),
+                }
+            }
+            let set = self.encode(&set)?;
+            let user = match (session.user_changed, session.user_id) {
+                (true, Some(user)) => SqlValue::Int64(user),
+                _ => SqlValue::Null,
+            };
+            let params = [
+                SqlValue::Bytes(hash.to_vec()),
+                SqlValue::Bytes(hash.to_vec()),
+                SqlValue::Timestamp(now),
+                SqlValue::Boolean(false),
+                SqlValue::TextArray(removed),
+                SqlValue::Json(set),
+                SqlValue::Boolean(session.user_changed),
+                user,
+                SqlValue::Boolean(false),
+                SqlValue::Null,
+                SqlValue::Boolean(false),
+                SqlValue::Null,
+                SqlValue::Null,
+                SqlValue::Null,
+                SqlValue::Null,
+                SqlValue::Null,
+                SqlValue::Null,
+                SqlValue::Null,
+                SqlValue::Null,
+                SqlValue::Null,
+                SqlValue::Null,
+                SqlValue::Boolean(false),
+                SqlValue::Null,
+                SqlValue::Boolean(false),
+                SqlValue::Null,
+                SqlValue::Null,
+                limit,
+            ];
+            self.query(sql::UPDATE, &params).await?
         } else {
-            self.driver
-                .query(
-                    sql::INSERT,
-                    &[
-                        SqlValue::Bytes(hash.to_vec()),
-                        SqlValue::Json(json),
-                        user,
-                        SqlValue::Timestamp(micros(session.created_at)),
-                        expires,
-                        absolute,
-                    ],
-                )
-                .await
+            let data = self.encode(&session.data)?;
+            let absolute = session.absolute_expires_at.min(
+                session
+                    .created_at
+                    .saturating_add(self.max_age.saturating_mul(1_000_000)),
+            );
+            if now >= absolute {
+                return Err(StoreError::Expired);
+            }
+            let params = [
+                SqlValue::Bytes(hash.to_vec()),
+                SqlValue::Json(data),
+                session.user_id.map_or(SqlValue::Null, SqlValue::Int64),
+                session.label.clone().map_or(SqlValue::Null, SqlValue::Text),
+                SqlValue::Null,
+                SqlValue::Null,
+                SqlValue::Timestamp(session.created_at),
+                SqlValue::Timestamp(absolute),
+                SqlValue::Timestamp(absolute),
+                SqlValue::Timestamp(now),
+                limit,
+            ];
+            self.query(sql::INSERT, &params).await?
+        };
+        match rows.rows.len() {
+            0 if session.is_saved => return Err(StoreError::NotFound),
+            0 => return Err(StoreError::Conflict),
+            1 => {}
+            n => {
+                return Err(StoreError::UnexpectedResult(format!(
+                    "the write returned {n} rows, expected 1"
+                )));
+            }
         }
-        .map_err(StoreError::Database)?;
-        if rows.rows.is_empty() {
-            // An insert that met an existing token, or an update of a deleted row.
-            return Err(StoreError::Conflict);
-        }
-        if rows.rows.len() != 1 {
-            return Err(StoreError::UnexpectedResult(format!(
-                "save returned {} rows, expected 1",
-                rows.rows.len()
-            )));
-        }
-        session.created_at = time(column(&rows, "created_at")?)?;
-        session.updated_at = time(column(&rows, "updated_at")?)?;
-        session.version = version(column(&rows, "version")?)?;
-        session.expires_at = session.absolute_expires_at;
-        session.is_saved = true;
+        *session = session_from_row(&rows, std::mem::take(&mut session.id), &hash)?;
         Ok(())
     }
 
-    /// Loads the session with token `id` in one statement ([`sql::SELECT_ONE`]), as the guest's `load`.
+    /// Loads the session with token `id` in one statement ([`sql::LOAD`]), as the guest's `load`.
     ///
     /// # Errors
     /// [`StoreError::InvalidId`] (no SQL sent), [`StoreError::NotFound`], [`StoreError::Expired`],
     /// [`StoreError::Database`], [`StoreError::UnexpectedResult`].
-    pub async fn load(&self, id: &str) -> Result<Session, StoreError> {
+    pub async fn load(&self, id: &str) -> Result<NativeSession, StoreError> {
         let hash = validated_hash(id)?;
         let rows = self
-            .driver
-            .query(sql::SELECT_ONE, &[SqlValue::Bytes(hash.to_vec())])
-            .await
-            .map_err(StoreError::Database)?;
+            .query(sql::LOAD, &[SqlValue::Bytes(hash.to_vec())])
+            .await?;
         match rows.rows.len() {
             0 => return Err(StoreError::NotFound),
             1 => {}
@@ -156,39 +258,46 @@ impl NativeStore {
                 )));
             }
         }
-        let expires_at = time(column(&rows, "expires_at")?)?;
-        if SystemTime::now() >= expires_at {
+        let session = session_from_row(&rows, id.to_owned(), &hash)?;
+        if now_micros() >= session.expires_at {
             return Err(StoreError::Expired);
         }
-        let data = match column(&rows, "data")? {
-            SqlValue::Json(text) => serde_json::from_str(text).map_err(|e| {
-                StoreError::UnexpectedResult(format!(
-                    "session data is not a JSON object of strings: {e}"
-                ))
-            })?,
-            _ => return Err(StoreError::UnexpectedResult("data is not json".into())),
-        };
-        let user_id = match column(&rows, "user_id")? {
-            SqlValue::Int64(v) => Some(*v),
-            SqlValue::Null => None,
-            _ => return Err(StoreError::UnexpectedResult("user_id is not int64".into())),
-        };
-        let absolute_expires_at = match column(&rows, "absolute_expires_at")? {
-            SqlValue::Null => expires_at,
-            other => time(other)?,
-        };
-        Ok(Session {
-            id: id.to_owned(),
-            data,
-            user_id,
-            created_at: time(column(&rows, "created_at")?)?,
-            expires_at,
-            absolute_expires_at,
-            updated_at: time(column(&rows, "updated_at")?)?,
-            version: version(column(&rows, "version")?)?,
-            is_saved: true,
-        })
+        Ok(session)
     }
+
+    async fn query(&self, statement: &str, params: &[SqlValue]) -> Result<RowSet, StoreError> {
+        self.driver
+            .query(statement, params)
+            .await
+            .map_err(StoreError::Database)
+    }
+
+    /// JSON object text with the guest's checks: no NUL character, at most `max_data_bytes`.
+    fn encode<V: serde::Serialize>(&self, data: &V) -> Result<String, StoreError> {
+        let json = serde_json::to_string(data).map_err(|e| {
+            StoreError::InvalidData(format!("session data cannot be serialized: {e}"))
+        })?;
+        if json.contains("\\u0000") {
+            return Err(StoreError::InvalidData(
+                "session data contains a NUL character".into(),
+            ));
+        }
+        if json.len() > self.max_data_bytes as usize {
+            return Err(StoreError::InvalidData(format!(
+                "session data is {} bytes of JSON; the limit is {}",
+                json.len(),
+                self.max_data_bytes
+            )));
+        }
+        Ok(json)
+    }
+}
+
+/// The current time in microseconds since 1970.
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 /// Lower-case hex.
@@ -216,61 +325,75 @@ fn validated_hash(token: &str) -> Result<[u8; 32], StoreError> {
     Ok(Sha256::digest(token.as_bytes()).into())
 }
 
-/// The data as JSON object text, with the guest's checks (no NUL, at most 1 MiB).
-fn encode(data: &BTreeMap<String, String>) -> Result<String, StoreError> {
-    if data
-        .iter()
-        .any(|(k, v)| k.contains('\0') || v.contains('\0'))
-    {
-        return Err(StoreError::InvalidData(
-            "session data contains a NUL character".into(),
-        ));
+/// The session the only row of a load or a write describes, under token `id` with hash `hash`.
+fn session_from_row(
+    rows: &RowSet,
+    id: String,
+    hash: &[u8; 32],
+) -> Result<NativeSession, StoreError> {
+    let row = rows
+        .rows
+        .first()
+        .filter(|r| r.len() == rows.columns.len())
+        .ok_or_else(|| unexpected("a malformed row"))?;
+    let get = |name: &str| {
+        rows.columns
+            .iter()
+            .position(|c| c == name)
+            .map(|i| &row[i])
+            .ok_or_else(|| unexpected(&format!("column {name} is missing")))
+    };
+    let time = |name: &str| match get(name)? {
+        SqlValue::Timestamp(t) => Ok(*t),
+        _ => Err(unexpected(&format!("column {name} is not a timestamp"))),
+    };
+    let data = match get("data")? {
+        SqlValue::Json(text) => serde_json::from_str(text)
+            .map_err(|e| unexpected(&format!("session data is not a JSON object: {e}")))?,
+        _ => return Err(unexpected("column data is not json")),
+    };
+    let user_id = match get("user_id")? {
+        SqlValue::Int64(v) => Some(*v),
+        SqlValue::Null => None,
+        _ => return Err(unexpected("column user_id is not int64")),
+    };
+    let label = match get("label")? {
+        SqlValue::Text(v) => Some(v.clone()),
+        SqlValue::Null => None,
+        _ => return Err(unexpected("column label is not text")),
+    };
+    if !matches!(
+        (get("expiry_mode")?, get("expiry_value")?),
+        (SqlValue::Null, SqlValue::Null)
+    ) {
+        return Err(unexpected("per-session expiry modes are not benchmarked"));
     }
-    let json = serde_json::to_string(data)
-        .map_err(|e| StoreError::InvalidData(format!("session data cannot be serialized: {e}")))?;
-    if json.len() > MAX_DATA_BYTES {
-        return Err(StoreError::InvalidData(format!(
-            "session data serializes to {} bytes of JSON; the limit is {MAX_DATA_BYTES}",
-            json.len()
-        )));
-    }
-    Ok(json)
+    let expires_at = time("expires_at")?;
+    let absolute_expires_at = match get("absolute_expires_at")? {
+        SqlValue::Null => expires_at,
+        _ => time("absolute_expires_at")?,
+    };
+    let version = match get("version")? {
+        SqlValue::Int64(v) => u64::try_from(*v).map_err(|_| unexpected("a negative version"))?,
+        _ => return Err(unexpected("column version is not int64")),
+    };
+    Ok(NativeSession {
+        id,
+        handle: hex(hash),
+        data,
+        user_id,
+        label,
+        created_at: time("created_at")?,
+        expires_at,
+        absolute_expires_at,
+        updated_at: time("updated_at")?,
+        version,
+        is_saved: true,
+        changed: BTreeMap::new(),
+        user_changed: false,
+    })
 }
 
-/// The value of column `name` in the first row.
-fn column<'a>(rows: &'a RowSet, name: &str) -> Result<&'a SqlValue, StoreError> {
-    rows.columns
-        .iter()
-        .position(|c| c == name)
-        .and_then(|i| rows.rows.first()?.get(i))
-        .ok_or_else(|| StoreError::UnexpectedResult(format!("column {name} is missing")))
-}
-
-/// A `timestamp` value as a `SystemTime`.
-fn time(value: &SqlValue) -> Result<SystemTime, StoreError> {
-    match value {
-        SqlValue::Timestamp(us) if *us >= 0 => {
-            Ok(UNIX_EPOCH + Duration::from_micros(us.unsigned_abs()))
-        }
-        SqlValue::Timestamp(us) => Ok(UNIX_EPOCH - Duration::from_micros(us.unsigned_abs())),
-        _ => Err(StoreError::UnexpectedResult("not a timestamp".into())),
-    }
-}
-
-/// A non-negative `int64` version.
-fn version(value: &SqlValue) -> Result<u64, StoreError> {
-    match value {
-        SqlValue::Int64(v) => {
-            u64::try_from(*v).map_err(|_| StoreError::UnexpectedResult("a negative version".into()))
-        }
-        _ => Err(StoreError::UnexpectedResult("version is not int64".into())),
-    }
-}
-
-/// Microseconds since the epoch (saturating).
-fn micros(time: SystemTime) -> i64 {
-    match time.duration_since(UNIX_EPOCH) {
-        Ok(after) => i64::try_from(after.as_micros()).unwrap_or(i64::MAX),
-        Err(before) => i64::try_from(before.duration().as_micros()).map_or(i64::MIN, |m| -m),
-    }
+fn unexpected(message: &str) -> StoreError {
+    StoreError::UnexpectedResult(message.to_owned())
 }

@@ -1,39 +1,78 @@
-//! The statements the guest sends (copied from `guest/src/store.rs`). The test `tests/same_sql.rs`
-//! records what the component really sends and fails if any of these drift from it.
+//! The statements the guest sends for the benchmarked operations, copied from `guest/src/store.rs`
+//! (module `statements`). The test `tests/same_sql.rs` checks that each of them is one of the statements
+//! the component declares (`SessionStore::statements`), and that the component really sends them, with
+//! the same kinds of parameters as the native baseline: it fails when they drift.
 
-/// `save` of a new session: one insert that returns the stored timestamps and version.
-pub const INSERT: &str = "INSERT INTO sessions \
-(id_hash, data, user_id, created_at, expires_at, absolute_expires_at) \
-VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id_hash) DO NOTHING \
-RETURNING created_at, updated_at, version";
+/// The columns a session is read back with (`load`, insert and update alike).
+macro_rules! session_columns {
+    () => {
+        "data, user_id, label, expiry_mode, expiry_value, created_at, expires_at, \
+         absolute_expires_at, updated_at, version"
+    };
+}
 
-/// `save` of a saved session and `regenerate-id` (which moves the row to the new hash `$2`): one update,
-/// checked against the version it was loaded at (`$7`; NULL for last-write-wins).
-pub const UPDATE: &str = "UPDATE sessions SET id_hash = $2, data = $3, user_id = $4, expires_at = $5, \
-absolute_expires_at = $6, version = version + 1 \
-WHERE id_hash = $1 AND ($7::bigint IS NULL OR version = $7) \
-RETURNING created_at, updated_at, version";
+/// The data after an update's changes, from the placeholders of: cleared, keys removed, keys set.
+macro_rules! merged_data {
+    ($cleared:literal, $removed:literal, $set:literal) => {
+        concat!(
+            "(CASE WHEN ",
+            $cleared,
+            "::boolean THEN '{}'::jsonb ELSE s.data - ",
+            $removed,
+            "::text[] END) || ",
+            $set,
+            "::jsonb"
+        )
+    };
+}
 
-/// `load` (without an idle timeout): one row by token hash.
-pub const SELECT_ONE: &str = "SELECT data, user_id, created_at, expires_at, absolute_expires_at, \
-updated_at, version FROM sessions WHERE id_hash = $1";
+/// `load`: one session by `$1` id hash.
+pub const LOAD: &str = concat!(
+    "SELECT ",
+    session_columns!(),
+    " FROM wasm_sessions.sessions WHERE id_hash = $1::bytea"
+);
 
-/// `delete` and `revoke-session`.
-pub const DELETE_ONE: &str = "DELETE FROM sessions WHERE id_hash = $1";
+/// `save` of a new session: the whole row, version 1.
+pub const INSERT: &str = concat!(
+    "INSERT INTO wasm_sessions.sessions (id_hash, data, user_id, label, expiry_mode, \
+     expiry_value, created_at, expires_at, absolute_expires_at, updated_at, version) \
+     SELECT $1::bytea, $2::jsonb, $3::bigint, $4::text, $5::text, $6::bigint, \
+     $7::timestamptz, $8::timestamptz, $9::timestamptz, $10::timestamptz, 1 \
+     WHERE octet_length($2::jsonb::text) <= $11::bigint \
+     ON CONFLICT (id_hash) DO NOTHING RETURNING ",
+    session_columns!()
+);
 
-/// `cleanup` / `cleanup-batch`: one bounded batch of expired rows, oldest first.
-pub const CLEANUP: &str = "DELETE FROM sessions WHERE id_hash IN (SELECT id_hash FROM sessions \
-WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)";
+/// `save` of a saved session: one request's changes (a delta) applied to the stored row.
+pub const UPDATE: &str = concat!(
+    "UPDATE wasm_sessions.sessions AS s SET id_hash = $2::bytea, data = ",
+    merged_data!("$4", "$5", "$6"),
+    ", user_id = CASE WHEN $7::boolean THEN $8::bigint ELSE s.user_id END, \
+     label = CASE WHEN $9::boolean THEN $10::text ELSE s.label END, \
+     expiry_mode = CASE WHEN $11::boolean THEN $12::text ELSE s.expiry_mode END, \
+     expiry_value = CASE WHEN $11::boolean THEN $13::bigint ELSE s.expiry_value END, \
+     expires_at = CASE \
+     WHEN $11::boolean THEN LEAST($14::timestamptz, COALESCE(s.absolute_expires_at, s.expires_at)) \
+     WHEN $15::timestamptz IS NOT NULL AND s.expiry_mode IS NOT DISTINCT FROM $16::text \
+     AND s.expiry_value IS NOT DISTINCT FROM $17::bigint \
+     THEN GREATEST(s.expires_at, LEAST($15::timestamptz, COALESCE(s.absolute_expires_at, s.expires_at))) \
+     ELSE s.expires_at END, \
+     updated_at = $3::timestamptz, version = s.version + 1 \
+     WHERE s.id_hash = $1::bytea AND s.expires_at > $3::timestamptz \
+     AND ($18::bigint IS NULL OR s.version = $18::bigint) \
+     AND ($19::jsonb IS NULL OR NOT EXISTS (SELECT 1 FROM jsonb_each($19::jsonb) AS e \
+     WHERE s.data -> e.key IS DISTINCT FROM e.value)) \
+     AND ($20::text[] IS NULL OR NOT (s.data ?| $20::text[])) \
+     AND ($21::jsonb IS NULL OR s.data = $21::jsonb) \
+     AND (NOT $22::boolean OR s.user_id IS NOT DISTINCT FROM $23::bigint) \
+     AND (NOT $24::boolean OR (s.expiry_mode IS NOT DISTINCT FROM $25::text \
+     AND s.expiry_value IS NOT DISTINCT FROM $26::bigint)) \
+     AND octet_length((",
+    merged_data!("$4", "$5", "$6"),
+    ")::text) <= $27::bigint RETURNING ",
+    session_columns!()
+);
 
-/// `get-user-sessions`.
-pub const SELECT_USER: &str = "SELECT id_hash, data, created_at, expires_at, updated_at FROM sessions \
-WHERE user_id = $1 AND expires_at > $2 ORDER BY created_at DESC, id_hash";
-
-/// `delete-user-sessions`.
-pub const DELETE_USER: &str = "DELETE FROM sessions WHERE user_id = $1";
-
-/// `delete-user-sessions-except`.
-pub const DELETE_USER_EXCEPT: &str = "DELETE FROM sessions WHERE user_id = $1 AND id_hash <> $2";
-
-/// `count-expired`.
-pub const COUNT_EXPIRED: &str = "SELECT count(*) AS expired FROM sessions WHERE expires_at <= $1";
+/// Every statement the native baseline sends.
+pub const USED: [&str; 3] = [LOAD, INSERT, UPDATE];

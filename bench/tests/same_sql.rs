@@ -1,11 +1,14 @@
 //! The native baseline must send exactly what the guest sends: this records the statements the real
-//! component passes to its driver and fails when they drift from `wasm_sessions_bench::sql`, or when
-//! the native baseline sends other statements or other kinds of parameters than the component.
+//! component passes to its driver and fails when they drift from `wasm_sessions_bench::sql`, when a
+//! statement there is not one the component declares, or when the native baseline sends other statements
+//! or other kinds of parameters than the component for the same operation.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use wasm_sessions::{PostgresDriver, QueryFuture, SessionStore, SqlDriver, SqlValue};
+use wasm_sessions::{
+    Concurrency, PrepareFuture, QueryFuture, SessionStore, SqlDriver, SqlValue, StoreError,
+};
 use wasm_sessions_bench::native::NativeStore;
 use wasm_sessions_bench::sql;
 use wasm_sessions_tests::TestDb;
@@ -13,7 +16,7 @@ use wasm_sessions_tests::TestDb;
 /// The real driver, recording each statement and the kinds of its parameters (never their values).
 #[derive(Clone)]
 struct RecordingDriver {
-    inner: PostgresDriver,
+    inner: wasm_sessions::PostgresDriver,
     seen: Arc<Mutex<Vec<(String, String)>>>,
 }
 
@@ -53,18 +56,46 @@ impl SqlDriver for RecordingDriver {
             .push((statement.to_owned(), kinds));
         self.inner.query(statement, params)
     }
+
+    fn prepare<'a>(&'a self, statement: &'a str) -> PrepareFuture<'a> {
+        self.inner.prepare(statement)
+    }
+}
+
+/// The component as the benchmark configures it: last-write-wins (the semantics tower-sessions has).
+async fn bench_store(driver: RecordingDriver) -> SessionStore {
+    SessionStore::builder(driver)
+        .configure(|c| c.concurrency = Concurrency::LastWriteWins)
+        .build()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
-async fn the_bench_statements_are_exactly_the_ones_the_guest_sends() {
+async fn every_bench_statement_is_declared_by_the_component() {
+    let db = TestDb::new().await;
+    let store = bench_store(RecordingDriver::new(&db)).await;
+    for statement in sql::USED {
+        assert!(
+            store.statements().iter().any(|s| s == statement),
+            "the component does not declare the bench's statement {statement:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_component_sends_the_bench_statements() {
     let db = TestDb::new().await;
     let driver = RecordingDriver::new(&db);
-    let store = SessionStore::builder(driver.clone()).build().await.unwrap();
+    let store = bench_store(driver.clone()).await;
     driver.take();
 
-    let mut session = store.new_session(600).await.unwrap();
+    let mut session = store.new_session().await.unwrap();
+    assert!(
+        driver.take_statements().is_empty(),
+        "new-session sends no SQL"
+    );
     session.set("k", "v");
-    session.set_user(7);
     store.save(&mut session).await.unwrap();
     assert_eq!(driver.take_statements(), [sql::INSERT]);
 
@@ -72,92 +103,80 @@ async fn the_bench_statements_are_exactly_the_ones_the_guest_sends() {
     store.save(&mut session).await.unwrap();
     assert_eq!(driver.take_statements(), [sql::UPDATE]);
 
-    store.load(&session.id).await.unwrap();
-    assert_eq!(driver.take_statements(), [sql::SELECT_ONE]);
-
-    store.regenerate_id(&mut session).await.unwrap();
-    assert_eq!(driver.take_statements(), [sql::UPDATE]);
-
-    store.get_user_sessions(7).await.unwrap();
-    assert_eq!(driver.take_statements(), [sql::SELECT_USER]);
-
-    store.delete(&session.id).await.unwrap();
-    assert_eq!(driver.take_statements(), [sql::DELETE_ONE]);
-
-    store
-        .delete_user_sessions_except(7, &session.id)
-        .await
-        .unwrap();
-    assert_eq!(driver.take_statements(), [sql::DELETE_USER_EXCEPT]);
-
-    store.delete_user_sessions(7).await.unwrap();
-    assert_eq!(driver.take_statements(), [sql::DELETE_USER]);
-
-    store.cleanup().await.unwrap();
-    assert_eq!(driver.take_statements(), [sql::CLEANUP]);
-
-    let now = SystemTime::now();
-    store.cleanup_batch(now, 10).await.unwrap();
-    assert_eq!(driver.take_statements(), [sql::CLEANUP]);
-
-    store.count_expired(now).await.unwrap();
-    assert_eq!(driver.take_statements(), [sql::COUNT_EXPIRED]);
+    store.load(session.id()).await.unwrap();
+    assert_eq!(driver.take_statements(), [sql::LOAD]);
 }
 
 #[tokio::test]
 async fn the_native_baseline_sends_what_the_component_sends() {
     let db = TestDb::new().await;
     let component_driver = RecordingDriver::new(&db);
-    // The native baseline writes as the component does under last-write-wins (the benchmark's setting).
-    let store = SessionStore::builder(component_driver.clone())
-        .configure(|c| c.concurrency = wasm_sessions::Concurrency::LastWriteWins)
-        .build()
-        .await
-        .unwrap();
+    let store = bench_store(component_driver.clone()).await;
     let native_driver = RecordingDriver::new(&db);
-    let native = NativeStore::new(Arc::new(native_driver.clone()));
+    let native = NativeStore::new(Arc::new(native_driver.clone()), store.config());
     component_driver.take();
 
     // create = new session + save; with and without a user.
     for user in [None, Some(3)] {
-        let mut from_component = store.new_session(600).await.unwrap();
-        let mut from_native = NativeStore::new_session(600).unwrap();
-        for s in [&mut from_component, &mut from_native] {
-            s.set("a", "1");
-            s.user_id = user;
+        let mut from_component = store.new_session().await.unwrap();
+        let mut from_native = native.new_session().unwrap();
+        from_component.set("a", "1");
+        from_native.set("a", "1");
+        if let Some(user) = user {
+            from_component.set_user(user);
+            from_native.set_user(Some(user));
         }
         store.save(&mut from_component).await.unwrap();
         native.save(&mut from_native).await.unwrap();
         assert_eq!(component_driver.take(), native_driver.take());
 
-        // save of an existing session, then load.
+        // save of an existing session (the delta), then load.
         from_component.set("a", "2");
         from_native.set("a", "2");
         store.save(&mut from_component).await.unwrap();
         native.save(&mut from_native).await.unwrap();
         assert_eq!(component_driver.take(), native_driver.take());
+        assert_eq!(from_native.version, from_component.version());
 
-        let loaded_by_component = store.load(&from_native.id).await.unwrap();
-        let loaded_natively = native.load(&from_native.id).await.unwrap();
+        let by_component = store.load(&from_native.id).await.unwrap();
+        let natively = native.load(&from_native.id).await.unwrap();
         assert_eq!(component_driver.take(), native_driver.take());
-        assert_eq!(loaded_by_component, loaded_natively);
-        assert_eq!(
-            loaded_natively.expires_at, from_native.expires_at,
-            "timestamps survive the round trip"
-        );
-    }
+        assert_eq!(by_component.data(), &natively.data);
+        assert_eq!(by_component.handle(), natively.handle);
+        assert_eq!(by_component.version(), natively.version);
+        assert_eq!(by_component.user_id(), natively.user_id);
+        assert_eq!(by_component.user_id(), user);
+        let micros = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as i64
+        };
+        assert_eq!(micros(by_component.expires_at()), natively.expires_at);
+        assert_eq!(micros(by_component.created_at()), natively.created_at);
+        assert_eq!(micros(by_component.updated_at()), natively.updated_at);
 
-    // A natively created session loads through the component and the other way round.
-    let mut s = NativeStore::new_session(1).unwrap();
+        // And the other way round: what the component wrote, the native baseline reads alike.
+        let natively = native.load(from_component.id()).await.unwrap();
+        assert_eq!(from_component.data(), &natively.data);
+        assert_eq!(from_component.version(), natively.version);
+        assert_eq!(native_driver.take_statements(), [sql::LOAD]);
+    }
+}
+
+#[tokio::test]
+async fn native_expiry_matches_the_component() {
+    let db = TestDb::new().await;
+    let store = SessionStore::builder(db.driver())
+        .configure(|c| {
+            c.concurrency = Concurrency::LastWriteWins;
+            c.max_age = 1;
+        })
+        .build()
+        .await
+        .unwrap();
+    let native = NativeStore::new(Arc::new(db.driver()), store.config());
+    let mut s = native.new_session().unwrap();
     native.save(&mut s).await.unwrap();
     assert!(store.load(&s.id).await.is_ok());
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert!(matches!(
-        native.load(&s.id).await,
-        Err(wasm_sessions::StoreError::Expired)
-    ));
-    assert!(matches!(
-        store.load(&s.id).await,
-        Err(wasm_sessions::StoreError::Expired)
-    ));
+    assert!(matches!(native.load(&s.id).await, Err(StoreError::Expired)));
+    assert!(matches!(store.load(&s.id).await, Err(StoreError::Expired)));
 }

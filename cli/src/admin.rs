@@ -2,22 +2,31 @@
 //! (`--owner-url` / `DATABASE_OWNER_URL`, else the database URL, else the embedded cluster's superuser);
 //! every other command connects as the runtime role.
 
+use std::path::Path;
+
 use anyhow::{Context as _, Result};
 use serde_json::json;
+use wasm_sessions::{PostgresDriver, SessionStore};
 
+use crate::commands;
 use crate::database::{self, Target};
 use crate::output::Output;
 
-/// `migrate`: applies the schema migrations as the owner. On the embedded cluster it also applies the
-/// runtime role's grants (as every command there does).
+/// `migrate`: applies the schema migrations as the owner, then prepares every statement the component
+/// declares against the migrated schema, so a statement that does not fit it is reported now rather
+/// than at the first request.
+///
+/// On a server the statements are prepared as the owner: the runtime role's grants are applied after
+/// the schema exists (`grant-runtime-role`), so at this point the role may not be able to prepare
+/// anything yet; `check` (and `serve`, before it listens) prepares them as the runtime role, privileges
+/// included. On the embedded cluster the migrations and the grants are applied together, so the check
+/// runs as the runtime role at once.
 ///
 /// # Errors
-/// No connection, or a failing migration or grant.
-pub async fn migrate(out: Output, target: &Target) -> Result<()> {
-    match target {
-        Target::Embedded { .. } => {
-            database::open(target).await?;
-        }
+/// No connection, a failing migration or grant, or a statement the database refuses to prepare.
+pub async fn migrate(out: Output, target: &Target, cache_dir: &Path) -> Result<()> {
+    let (driver, role): (PostgresDriver, &str) = match target {
+        Target::Embedded { .. } => (database::open(target).await?, "runtime role"),
         Target::Server { .. } => {
             let owner = database::open_owner(target).await?;
             let migrated = database::migrate(&owner.driver).await;
@@ -30,9 +39,20 @@ pub async fn migrate(out: Output, target: &Target) -> Result<()> {
             } else {
                 migrated?;
             }
+            (owner.driver, "owner")
         }
-    }
-    out.result("migrated", json!({ "migrated": true }))
+    };
+    let store = commands::build(SessionStore::builder(driver), cache_dir).await?;
+    store.check_statements().await.with_context(|| {
+        format!(
+            "the schema is migrated, but the component's statements do not prepare as the {role}"
+        )
+    })?;
+    let count = store.statements().len();
+    out.result(
+        format!("migrated; all {count} statements of the component prepare against the schema (as the {role})"),
+        json!({ "migrated": true, "prepared": count, "as": role }),
+    )
 }
 
 /// `grant-runtime-role [--role NAME] [--apply]`: prints the SQL that creates the runtime role and grants

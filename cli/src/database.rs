@@ -122,6 +122,14 @@ impl Owner {
 /// An invalid or unreachable URL, only an owner URL, a cluster that cannot start (e.g. no PostgreSQL
 /// binaries), failed migrations or grants.
 pub async fn open(target: &Target) -> Result<PostgresDriver> {
+    open_with(target, &PostgresOptions::default()).await
+}
+
+/// [`open`] with the runtime role's pool built with `options` (e.g. `--statement-mode`).
+///
+/// # Errors
+/// As [`open`].
+pub async fn open_with(target: &Target, options: &PostgresOptions) -> Result<PostgresDriver> {
     match target {
         Target::Server {
             runtime_url: Some(url),
@@ -129,7 +137,7 @@ pub async fn open(target: &Target) -> Result<PostgresDriver> {
         } => {
             tracing::debug!("using the database from --database-url / DATABASE_URL");
             client(url, DATABASE_URL).await?;
-            connect(url, DATABASE_URL)
+            connect_with(url, DATABASE_URL, options)
         }
         Target::Server {
             runtime_url: None, ..
@@ -144,9 +152,10 @@ pub async fn open(target: &Target) -> Result<PostgresDriver> {
             migrate(&owner.driver).await?;
             let role = RuntimeRole::default();
             grant(&owner, &role).await?;
-            connect(
+            connect_with(
                 &cluster.url_as(role.name(), EMBEDDED_DATABASE),
                 &embedded_source(&cluster),
+                options,
             )
         }
     }
@@ -344,7 +353,12 @@ fn embedded_source(cluster: &Cluster) -> String {
 
 /// A pooled driver for `url` (connections open lazily).
 fn connect(url: &str, source: &str) -> Result<PostgresDriver> {
-    PostgresDriver::connect(url, &PostgresOptions::default())
+    connect_with(url, source, &PostgresOptions::default())
+}
+
+/// [`connect`] with `options`.
+fn connect_with(url: &str, source: &str, options: &PostgresOptions) -> Result<PostgresDriver> {
+    PostgresDriver::connect(url, options)
         .with_context(|| format!("opening the database of {source}"))
 }
 

@@ -71,15 +71,19 @@ fn quiet_on_closed_stdout() {
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `warn`, except the compilation cache's benign write
-/// races).
+/// races), coloured only on a terminal.
 fn init_tracing() {
     // wasmtime's compilation cache warns when two processes write the same entry at once ("File exists"):
     // the entry is there either way, so that race is not worth a line on stderr.
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("warn,wasmtime_internal_cache=error"));
+    // Colours only on a terminal (a log file or pipe gets plain text), and never with NO_COLOR.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
 }
 

@@ -1,41 +1,19 @@
-//! Printing results: plain lines for people, or one JSON object per line with `--json`.
+//! Printing results: plain lines for people, or one JSON object per line with `--json`. Sessions are
+//! printed as [`wasm_sessions_cli::view`] shows them, the same objects the JSON API of `serve` answers.
 
-use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::io::Write as _;
-use std::time::SystemTime;
 
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 use serde_json::Value;
 use wasm_sessions::{Session, UserSession};
+use wasm_sessions_cli::view::{NewSessionView, SessionView, UserSessionView};
 
 /// Where results go: stdout, human-readable or JSON lines.
 #[derive(Debug, Clone, Copy)]
 pub struct Output {
     json: bool,
-}
-
-/// A session as printed with `--json`.
-#[derive(Serialize)]
-struct SessionJson<'a> {
-    token: &'a str,
-    user_id: Option<i64>,
-    data: &'a BTreeMap<String, String>,
-    created_at: String,
-    expires_at: String,
-    updated_at: String,
-}
-
-/// A listed user session as printed with `--json`.
-#[derive(Serialize)]
-struct UserSessionJson<'a> {
-    handle: &'a str,
-    user_id: i64,
-    data: &'a BTreeMap<String, String>,
-    created_at: String,
-    expires_at: String,
-    updated_at: String,
 }
 
 impl Output {
@@ -54,63 +32,75 @@ impl Output {
         if self.json { line(json) } else { line(human) }
     }
 
-    /// Prints a session; `show_token` puts the token alone on the first human-readable line (JSON
-    /// always carries it).
-    pub fn session(self, session: &Session, show_token: bool) -> Result<()> {
+    /// Prints a session whose token the caller already has (by handle, never the token): the JSON API's
+    /// `Session` object with `--json`.
+    pub fn session(self, session: &Session) -> Result<()> {
+        let view = SessionView::from(session);
         if self.json {
-            return line(serde_json::to_string(&SessionJson {
-                token: &session.id,
-                user_id: session.user_id,
-                data: &session.data,
-                created_at: rfc3339(session.created_at),
-                expires_at: rfc3339(session.expires_at),
-                updated_at: rfc3339(session.updated_at),
-            })?);
+            return json_line(&view);
         }
-        let mut text = String::new();
-        if show_token {
-            text.push_str(&session.id);
-            text.push('\n');
-        }
-        let user = session
-            .user_id
-            .map_or_else(|| "none".to_owned(), |u| u.to_string());
-        text.push_str(&format!("user:    {user}\n"));
-        text.push_str(&format!("created: {}\n", rfc3339(session.created_at)));
-        text.push_str(&format!("expires: {}\n", rfc3339(session.expires_at)));
-        text.push_str(&format!("updated: {}\n", rfc3339(session.updated_at)));
-        text.push_str(&format!("data:    {} key(s)", session.data.len()));
-        for (key, value) in &session.data {
-            text.push_str(&format!("\n  {key} = {value}"));
-        }
-        line(text)
+        line(describe(&view))
     }
 
-    /// Prints one listed session: a line with handle, created, expires and key count, or a JSON object.
-    pub fn user_session(self, session: &UserSession) -> Result<()> {
+    /// Prints a session whose token is new (create, login, logout): the token alone on the first line,
+    /// then the session; with `--json` the JSON API's `NewSession` object (`{"token", "session"}`).
+    pub fn new_session(self, session: &Session) -> Result<()> {
+        let view = NewSessionView::from(session);
         if self.json {
-            return line(serde_json::to_string(&UserSessionJson {
-                handle: &session.handle,
-                user_id: session.user_id,
-                data: &session.data,
-                created_at: rfc3339(session.created_at),
-                expires_at: rfc3339(session.expires_at),
-                updated_at: rfc3339(session.updated_at),
-            })?);
+            return json_line(&view);
         }
+        line(format!("{}\n{}", view.token, describe(&view.session)))
+    }
+
+    /// Prints one listed session: a line with handle, created, expires, label and key count, or the JSON
+    /// API's `UserSession` object.
+    pub fn user_session(self, session: &UserSession) -> Result<()> {
+        let view = UserSessionView::from(session);
+        if self.json {
+            return json_line(&view);
+        }
+        let label = view
+            .label
+            .as_deref()
+            .map_or_else(String::new, |l| format!("  label {l:?}"));
         line(format!(
-            "{}  created {}  expires {}  {} key(s)",
-            session.handle,
-            rfc3339(session.created_at),
-            rfc3339(session.expires_at),
-            session.data.len()
+            "{}  created {}  expires {}  {} key(s){label}",
+            view.handle,
+            view.created_at,
+            view.expires_at,
+            view.data.len()
         ))
     }
 }
 
-/// `time` as an RFC 3339 UTC timestamp with microseconds (PostgreSQL's precision).
-pub fn rfc3339(time: SystemTime) -> String {
-    humantime::format_rfc3339_micros(time).to_string()
+/// A session in lines for people; values are shown as JSON (a string in quotes, a number bare).
+fn describe(view: &SessionView) -> String {
+    let user = view
+        .user_id
+        .map_or_else(|| "none".to_owned(), |u| u.to_string());
+    let expiry = view
+        .expiry
+        .as_ref()
+        .map_or_else(|| "the configured policy".to_owned(), ToString::to_string);
+    let mut text = format!("handle:   {}\nuser:     {user}\n", view.handle);
+    if let Some(label) = &view.label {
+        text.push_str(&format!("label:    {label}\n"));
+    }
+    text.push_str(&format!("expiry:   {expiry}\n"));
+    text.push_str(&format!("created:  {}\n", view.created_at));
+    text.push_str(&format!("expires:  {}\n", view.expires_at));
+    text.push_str(&format!("absolute: {}\n", view.absolute_expires_at));
+    text.push_str(&format!("updated:  {}\n", view.updated_at));
+    text.push_str(&format!("data:     {} key(s)", view.data.len()));
+    for (key, value) in &view.data {
+        text.push_str(&format!("\n  {key} = {value}"));
+    }
+    text
+}
+
+/// Writes `value` as one JSON line.
+fn json_line(value: &impl Serialize) -> Result<()> {
+    line(serde_json::to_string(value).context("encoding the result as JSON")?)
 }
 
 /// Writes `text` and a newline to stdout.

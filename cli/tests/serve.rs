@@ -1,21 +1,36 @@
-//! `wasm-sessions serve` as a process: it prints its URL, answers HTTP, cleans up expired sessions in
-//! the background, and exits cleanly on SIGTERM and SIGINT.
+//! `wasm-sessions serve` as a process: it checks the component's statements, prints its URL, answers
+//! HTTP, cleans up expired sessions in the background, and exits cleanly on SIGTERM and SIGINT.
+//!
+//! Nothing here sleeps to let time pass: sessions are expired by moving their deadlines into the past
+//! through the owner's connection, and the background cleanup is awaited through its log line.
 
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader, Lines};
+use tokio::io::{
+    AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, BufReader, Lines,
+};
 use tokio::process::{Child, ChildStdout, Command};
 use wasm_sessions::StoreError;
 use wasm_sessions_tests::TestDb;
 
 const BIN: &str = env!("CARGO_BIN_EXE_wasm-sessions");
 
-/// Starts `serve` on a free port; returns the process, its stdout lines after the URL, and the URL.
-async fn serve(db: &TestDb, extra: &[&str]) -> (Child, Lines<BufReader<ChildStdout>>, String) {
-    let mut child = Command::new(BIN)
+/// The API token the processes get through the environment (so none generates one).
+const API_TOKEN: &str = "serve-test-token-0123456789abcdef0123456789abcdef";
+
+/// `serve` on a free port with `extra` arguments and `RUST_LOG` = `log` (none when `None`); stderr piped.
+fn spawn_serve(db: &TestDb, extra: &[&str], log: Option<&str>) -> Child {
+    let mut command = Command::new(BIN);
+    command
         .env_remove("DATABASE_URL")
+        .env_remove("DATABASE_OWNER_URL")
         .env_remove("RUST_LOG")
+        .env("WASM_SESSIONS_API_TOKEN", API_TOKEN)
+        .env(
+            "WASM_SESSIONS_CACHE_DIR",
+            concat!(env!("CARGO_TARGET_TMPDIR"), "/wasm-cache"),
+        )
         .args([
             "--database-url",
             &db.url,
@@ -26,9 +41,21 @@ async fn serve(db: &TestDb, extra: &[&str]) -> (Child, Lines<BufReader<ChildStdo
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starting serve");
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(log) = log {
+        command.env("RUST_LOG", log);
+    }
+    command.spawn().expect("starting serve")
+}
+
+/// Starts `serve`; returns the process, its stdout lines after the URL, and the URL.
+async fn serve(
+    db: &TestDb,
+    extra: &[&str],
+    log: Option<&str>,
+) -> (Child, Lines<BufReader<ChildStdout>>, String) {
+    let mut child = spawn_serve(db, extra, log);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
         .await
@@ -82,10 +109,49 @@ async fn stop_with(
     rest
 }
 
+/// Reads `lines` until one contains `needle` (within 60 s); returns everything read.
+async fn wait_for_line(
+    lines: &mut Lines<BufReader<impl AsyncRead + Unpin>>,
+    needle: &str,
+) -> String {
+    let mut seen = String::new();
+    let found = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains(needle) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(
+        matches!(found, Ok(true)),
+        "no line with {needle:?}:\n{seen}"
+    );
+    seen
+}
+
+/// Moves a stored session's deadlines an hour into the past, as the owner.
+async fn expire(db: &TestDb, handle: &str) {
+    let updated = db
+        .client()
+        .await
+        .execute(
+            "UPDATE wasm_sessions.sessions SET expires_at = now() - interval '1 hour', \
+             absolute_expires_at = now() - interval '1 hour' WHERE id_hash = decode($1, 'hex')",
+            &[&handle],
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated, 1);
+}
+
 #[tokio::test]
 async fn serve_prints_its_url_answers_and_stops_cleanly_on_sigterm() {
     let db = TestDb::new().await;
-    let (child, lines, url) = serve(&db, &[]).await;
+    let (child, lines, url) = serve(&db, &[], None).await;
     let (status, body) = http_get(&url, "/openapi.json").await;
     assert!(status.contains("200"), "{status}");
     assert!(body.contains("\"openapi\""));
@@ -99,26 +165,52 @@ async fn serve_prints_its_url_answers_and_stops_cleanly_on_sigterm() {
 async fn serve_deletes_expired_sessions_in_the_background_and_stops_on_sigint() {
     let db = TestDb::new().await;
     let store = db.store().await;
-    let mut brief = store.new_session(1).await.unwrap();
+    let mut brief = store.new_session().await.unwrap();
     store.save(&mut brief).await.unwrap();
-    let mut lasting = store.new_session(3600).await.unwrap();
+    let mut lasting = store.new_session().await.unwrap();
     store.save(&mut lasting).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    expire(&db, brief.handle()).await;
     assert!(matches!(
-        store.load(&brief.id).await,
+        store.load(brief.id()).await,
         Err(StoreError::Expired)
     ));
 
-    let (child, lines, _url) = serve(&db, &["--cleanup-interval", "1"]).await;
-    let mut gone = false;
-    for _ in 0..100 {
-        if matches!(store.load(&brief.id).await, Err(StoreError::NotFound)) {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(gone, "the background cleanup removed the expired session");
-    assert!(store.load(&lasting.id).await.is_ok());
+    // The first cleanup runs as soon as the server listens; its log line says it removed something.
+    let (mut child, lines, _url) = serve(
+        &db,
+        &["--cleanup-interval", "1"],
+        Some("warn,wasm_sessions_cli=info"),
+    )
+    .await;
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let log = wait_for_line(&mut stderr, "cleanup removed expired sessions").await;
+    assert!(log.contains("removed=1"), "{log}");
+    assert!(matches!(
+        store.load(brief.id()).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(store.load(lasting.id()).await.is_ok());
     stop_with(child, lines, "-INT").await;
+}
+
+#[tokio::test]
+async fn serve_refuses_to_start_when_a_statement_does_not_fit_the_schema() {
+    let db = TestDb::new().await;
+    db.client()
+        .await
+        .batch_execute("ALTER TABLE wasm_sessions.sessions DROP COLUMN label")
+        .await
+        .unwrap();
+    let child = spawn_serve(&db, &[], None);
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("serve exits")
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(output.stdout.is_empty(), "it never listened: {output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("checking the component's statements") && stderr.contains("label"),
+        "{stderr}"
+    );
 }

@@ -127,6 +127,9 @@ fn check_path(path: &str) -> Result<(), String> {
     if path.contains(';') {
         return Err("path must not contain ';'".to_string());
     }
+    if !path.is_ascii() {
+        return Err("path must be ASCII (RFC 6265)".to_string());
+    }
     if path.chars().any(char::is_control) {
         return Err("path must not contain control characters".to_string());
     }
@@ -265,7 +268,9 @@ mod tests {
     #[test]
     fn path_rules() {
         let mut c = default_config();
-        for bad in ["", "app", "/a;b", "/a b", "/a\tb", "/a\u{7f}", "/a\u{a0}"] {
+        for bad in [
+            "", "app", "/a;b", "/a b", "/a\tb", "/a\u{7f}", "/a\u{a0}", "/café",
+        ] {
             c.path = bad.to_string();
             assert!(err(&c).contains("path"), "{bad:?}");
         }

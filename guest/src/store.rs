@@ -257,8 +257,16 @@ fn expiry_from_columns(
     }
 }
 
-/// Refuses a label with a NUL character (PostgreSQL `text` cannot hold it).
+/// The longest label accepted, in bytes: a device name, not a second data store.
+pub const MAX_LABEL_BYTES: usize = 256;
+
+/// Refuses a label over [`MAX_LABEL_BYTES`] or with a NUL character (PostgreSQL `text` cannot hold it).
 fn check_label(label: Option<&str>) -> Result<(), StoreError> {
+    if let Some(len) = label.map(str::len).filter(|len| *len > MAX_LABEL_BYTES) {
+        return Err(StoreError::InvalidData(format!(
+            "the label is {len} bytes; the limit is {MAX_LABEL_BYTES}"
+        )));
+    }
     if label.is_some_and(|l| l.contains('\0')) {
         return Err(StoreError::InvalidData(
             "the label contains a NUL character; PostgreSQL cannot store NUL characters"
@@ -281,7 +289,7 @@ pub fn load(config: &Config, id: String, now: i64) -> Result<Session, StoreError
         1 => Row::new(&rows, 0)?,
         n => return Err(unexpected(format!("load returned {n} rows for one id"))),
     };
-    let mut session = session_from_row(&row, id)?;
+    let mut session = session_from_row(&row, id, &hash)?;
     if session::is_expired(session.expires_at, now) {
         return Err(StoreError::Expired);
     }
@@ -378,6 +386,7 @@ pub fn commit(
         Some(mut plan) => {
             if plan.rotate {
                 plan.token = new_token()?;
+                plan.hash = token::hash(&plan.token);
             }
             Some(plan)
         }
@@ -405,6 +414,8 @@ pub fn commit(
 struct Plan {
     /// The token the session is written under (replaced before sending when rotating).
     token: String,
+    /// The SHA-256 of `token` (hashed once: the statement's key and the written session's handle).
+    hash: [u8; 32],
     /// Whether to move the session to a fresh token.
     rotate: bool,
     /// The statement and its parameters.
@@ -476,9 +487,12 @@ fn plan_save(config: &Config, save: SaveRequest, now: i64) -> Result<Plan, Store
         check_label(s.label.as_deref())?;
         let data = data::compact_object(&s.data, "the session data")?;
         data::check_size(&data, config.max_data_bytes)?;
+        // A session cannot have been created in the future: a later `created-at` would stretch its
+        // absolute deadline past `max-age` from now.
+        let created_at = s.created_at.min(now);
         let absolute = s
             .absolute_expires_at
-            .min(session::absolute_deadline(s.created_at, config.max_age));
+            .min(session::absolute_deadline(created_at, config.max_age));
         let expires_at = session::deadline(absolute, s.expiry.as_ref(), config.idle_timeout, now);
         if session::is_expired(expires_at, now) {
             return Err(StoreError::Expired);
@@ -488,7 +502,7 @@ fn plan_save(config: &Config, save: SaveRequest, now: i64) -> Result<Plan, Store
             user_id: s.user_id,
             label: s.label,
             expiry: s.expiry,
-            created_at: s.created_at,
+            created_at,
             expires_at,
             absolute_expires_at: absolute,
         })
@@ -569,6 +583,7 @@ fn plan_save(config: &Config, save: SaveRequest, now: i64) -> Result<Plan, Store
     };
     Ok(Plan {
         token: s.id,
+        hash: old_hash,
         rotate,
         kind,
     })
@@ -679,7 +694,7 @@ impl UpdatePlan {
 
 /// Sends a planned write: one statement, and one more only when it wrote nothing, to say why.
 fn execute(plan: Plan, config: &Config, now: i64) -> Result<Session, StoreError> {
-    let hash = token::hash(&plan.token);
+    let hash = plan.hash;
     let limit = config.max_data_bytes;
     let rows = match &plan.kind {
         PlanKind::Insert(insert) => run(INSERT, &insert.params(&hash, now, limit))?,
@@ -699,18 +714,18 @@ fn execute(plan: Plan, config: &Config, now: i64) -> Result<Session, StoreError>
             }
         });
     }
-    written(&rows, plan.token)
+    written(&rows, plan.token, &hash)
 }
 
 /// The session a write's `RETURNING` row describes, under `token`.
-fn written(rows: &RowSet, token: String) -> Result<Session, StoreError> {
+fn written(rows: &RowSet, token: String, hash: &[u8; 32]) -> Result<Session, StoreError> {
     if rows.rows.len() != 1 {
         return Err(unexpected(format!(
             "the write returned {} rows, expected 1",
             rows.rows.len()
         )));
     }
-    session_from_row(&Row::new(rows, 0)?, token)
+    session_from_row(&Row::new(rows, 0)?, token, hash)
 }
 
 /// What [`WHY_NOT_INSERTED`] says: the token is taken (`conflict`), else the data is over the limit.
@@ -838,16 +853,17 @@ pub fn delete_user_sessions_except(user_id: i64, keep_id: &str) -> Result<u64, S
 // ---------------------------------------------------------------------------------------------------
 // Decoding
 
-/// The session a row of the session columns describes, under token `id`. The data is the database's
-/// JSONB text, passed through unparsed.
-fn session_from_row(row: &Row<'_>, id: String) -> Result<Session, StoreError> {
+/// The session a row of the session columns describes, under token `id` whose SHA-256 is `hash` (the
+/// caller hashed it already: one SHA-256 per operation). The data is the database's JSONB text, passed
+/// through unparsed.
+fn session_from_row(row: &Row<'_>, id: String, hash: &[u8; 32]) -> Result<Session, StoreError> {
     let expires_at = row.timestamp("expires_at")?;
     let expiry = expiry_from_columns(
         row.optional_text("expiry_mode")?.as_deref(),
         row.optional_int("expiry_value")?,
     )?;
     Ok(Session {
-        handle: token::handle(&id),
+        handle: token::handle_from_hash(hash),
         id,
         data: row.json("data")?,
         user_id: row.optional_int("user_id")?,
@@ -1267,6 +1283,27 @@ mod tests {
     }
 
     #[test]
+    fn a_created_at_in_the_future_cannot_stretch_the_lifetime_and_labels_are_bounded() {
+        let c = default_config();
+        let mut s = session(false);
+        s.created_at = NOW + 365 * 86_400 * S;
+        s.absolute_expires_at = NOW + 366 * 86_400 * S;
+        let insert =
+            insert_plan(plan_save(&c, save(s, no_changes(), nothing_expected()), NOW).unwrap());
+        assert_eq!(insert.created_at, NOW);
+        assert_eq!(insert.absolute_expires_at, NOW + c.max_age * S);
+
+        let mut s = session(false);
+        s.label = Some("x".repeat(MAX_LABEL_BYTES));
+        assert!(plan_save(&c, save(s.clone(), no_changes(), nothing_expected()), NOW).is_ok());
+        s.label = Some("x".repeat(MAX_LABEL_BYTES + 1));
+        match plan_save(&c, save(s, no_changes(), nothing_expected()), NOW) {
+            Err(StoreError::InvalidData(m)) => assert!(m.contains("label"), "{m}"),
+            other => panic!("{:?}", other.err()),
+        }
+    }
+
+    #[test]
     fn a_new_session_is_inserted_whole() {
         let c = default_config();
         let mut s = session(false);
@@ -1279,6 +1316,7 @@ mod tests {
         changes.removed = vec!["x\0".to_string()];
         let plan = plan_save(&c, save(s, changes, nothing_expected()), NOW).unwrap();
         assert_eq!(plan.token, TOKEN);
+        assert_eq!(plan.hash, token::hash(TOKEN));
         let insert = insert_plan(plan);
         assert_eq!(insert.data, "{\"a\":[1,2],\"b\":{\"c\":null}}");
         assert_eq!(insert.created_at, NOW - 10 * S);
@@ -1749,7 +1787,7 @@ mod tests {
     }
 
     fn decode(rows: &RowSet) -> Result<Session, StoreError> {
-        session_from_row(&Row::new(rows, 0)?, TOKEN.to_string())
+        session_from_row(&Row::new(rows, 0)?, TOKEN.to_string(), &token::hash(TOKEN))
     }
 
     fn unexpected_message(result: Result<Session, StoreError>) -> String {
@@ -1897,10 +1935,14 @@ mod tests {
             "column data is missing from the result"
         );
         assert!(matches!(
-            written(&rows(&COLUMNS, vec![]), TOKEN.to_string()),
+            written(
+                &rows(&COLUMNS, vec![]),
+                TOKEN.to_string(),
+                &token::hash(TOKEN)
+            ),
             Err(StoreError::UnexpectedResult(_))
         ));
-        assert!(written(&row(good_row()), TOKEN.to_string()).is_ok());
+        assert!(written(&row(good_row()), TOKEN.to_string(), &token::hash(TOKEN)).is_ok());
     }
 
     #[test]

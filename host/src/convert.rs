@@ -82,10 +82,15 @@ pub(crate) fn session_from_wit(s: wit::Session) -> Result<Session, StoreError> {
 }
 
 pub(crate) fn session_to_wit(s: &Session) -> wit::Session {
+    session_to_wit_with_data(s, json_text(&s.data))
+}
+
+/// `s` in the guest's form, with `data` as its data text.
+fn session_to_wit_with_data(s: &Session, data: String) -> wit::Session {
     wit::Session {
         id: s.id.clone(),
         handle: s.handle.clone(),
-        data: json_text(&s.data),
+        data,
         user_id: s.user_id,
         label: s.label.clone(),
         expiry: s.expiry.map(expiry_to_wit),
@@ -145,8 +150,16 @@ pub(crate) fn save_request(s: &Session, rotate: bool) -> wit::SaveRequest {
             .unwrap_or(s.expiry)
             .map(expiry_to_wit)
     });
+    // A saved session is written by its changes alone (`changes`, `expected`): the guest never reads
+    // its whole data then, so it is not serialized on every save; the empty object stands for it. A new
+    // session is inserted whole and carries its data.
+    let session = if s.is_saved {
+        session_to_wit_with_data(s, String::from("{}"))
+    } else {
+        session_to_wit(s)
+    };
     wit::SaveRequest {
-        session: session_to_wit(s),
+        session,
         changes: wit::Changes {
             set,
             removed,

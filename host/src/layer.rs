@@ -526,7 +526,7 @@ impl SessionHandle {
         let save = state
             .session
             .as_ref()
-            .filter(|s| s.has_changes() || state.rotate);
+            .filter(|s| s.has_changes() || (state.rotate && s.is_saved()));
         if state.delete.is_none() && save.is_none() {
             return Ok(());
         }

@@ -27,6 +27,8 @@
 
 mod bindings;
 mod clock;
+#[doc(hidden)]
+pub mod conformance;
 mod convert;
 mod driver;
 mod entropy;
@@ -38,6 +40,8 @@ mod layer;
 mod postgres;
 mod role;
 mod session;
+#[cfg(feature = "sqlx")]
+mod sqlx;
 mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -49,8 +53,10 @@ pub use error::{BuildError, HttpAnswer, StoreError};
 pub use inspect::{ComponentWorld, component_world};
 #[cfg(feature = "tower")]
 pub use layer::{MissingSessionLayer, SessionHandle, SessionLayer, SessionService};
-pub use postgres::{PostgresDriver, PostgresError, PostgresOptions};
+pub use postgres::{PostgresDriver, PostgresError, PostgresOptions, StatementMode};
 pub use role::{DEFAULT_RUNTIME_ROLE, RoleError, RuntimeRole, SESSIONS_SCHEMA, SESSIONS_TABLE};
+#[cfg(feature = "sqlx")]
+pub use self::sqlx::SqlxDriver;
 pub use session::{Concurrency, Config, Expiry, SameSite, Session, UserSession};
 pub use store::{
     BUNDLED_COMPONENT, CleanupProgress, DEFAULT_CALL_TIMEOUT, DEFAULT_CLEANUP_BATCH,

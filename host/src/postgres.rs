@@ -27,6 +27,32 @@ pub struct PostgresOptions {
     /// How long one statement may take, waiting for a connection included; past it the call fails with
     /// [`SqlError::ConnectionFailed`] instead of hanging on a database that stopped answering.
     pub query_timeout: Duration,
+    /// How statements are sent: named prepared statements cached per connection (the default), or
+    /// unnamed ones for a transaction-pooling PgBouncer (see [`StatementMode`]).
+    pub statement_mode: StatementMode,
+}
+
+/// How [`PostgresDriver`] sends a statement to the server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StatementMode {
+    /// A named prepared statement per statement text and connection, cached on the connection: parsed
+    /// and planned once, then executed with the parameter types the server declared (a value that does
+    /// not fit them is refused unsent). Needs a server connection of its own for each client
+    /// connection (PostgreSQL directly, or a session-pooling PgBouncer).
+    #[default]
+    Prepared,
+    /// One unnamed statement per call (`Parse`, `Bind`, `Execute` in one round trip), its parameter
+    /// types taken from the values (`SqlValue::Text` as `text`, `Int64` as `bigint`, `Json` as `jsonb`,
+    /// `Timestamp` as `timestamptz`, `Null` as `unknown`, which the statement's cast types): nothing
+    /// outlives the statement on the server connection, so it works behind PgBouncer in transaction
+    /// pooling mode, which does not support named prepared statements. Every statement of the component
+    /// casts its parameters explicitly; the cast converts a value of another kind where PostgreSQL has
+    /// that cast (e.g. text `'1'` to `bigint`; [`SqlError::BadParameter`] where it has none) instead of
+    /// the value being refused unsent, a `timestamp` cast of a timestamp depends on the session's time
+    /// zone, and a surplus parameter is not refused. A result without rows has no column names. [`SqlDriver::prepare`] prepares and closes the statement inside a transaction, so that it
+    /// stays on one server connection.
+    Unnamed,
 }
 
 impl Default for PostgresOptions {
@@ -36,6 +62,7 @@ impl Default for PostgresOptions {
             connect_timeout: Duration::from_secs(5),
             wait_timeout: Duration::from_secs(10),
             query_timeout: Duration::from_secs(30),
+            statement_mode: StatementMode::Prepared,
         }
     }
 }
@@ -63,6 +90,7 @@ pub enum PostgresError {
 pub struct PostgresDriver {
     pool: Pool,
     query_timeout: Duration,
+    statement_mode: StatementMode,
 }
 
 impl std::fmt::Debug for PostgresDriver {
@@ -113,6 +141,7 @@ impl PostgresDriver {
         Ok(Self {
             pool,
             query_timeout: options.query_timeout,
+            statement_mode: options.statement_mode,
         })
     }
 
@@ -132,7 +161,10 @@ impl PostgresDriver {
 
     async fn run(&self, statement: &str, params: &[SqlValue]) -> Result<RowSet, SqlError> {
         let mut guard = InFlight(Some(self.pool.get().await.map_err(pool_error)?));
-        let outcome = Self::run_on(guard.client(), statement, params).await;
+        let outcome = match self.statement_mode {
+            StatementMode::Prepared => Self::run_on(guard.client(), statement, params).await,
+            StatementMode::Unnamed => Self::run_unnamed(guard.client(), statement, params).await,
+        };
         guard.finish();
         outcome
     }
@@ -186,6 +218,79 @@ impl PostgresDriver {
             rows,
         })
     }
+
+    /// [`StatementMode::Unnamed`]: one unnamed statement, each parameter typed after its value.
+    async fn run_unnamed(
+        client: &Object,
+        statement: &str,
+        params: &[SqlValue],
+    ) -> Result<RowSet, SqlError> {
+        use futures_util::TryStreamExt as _;
+        let encoded: Vec<PgParam<'_>> = params.iter().map(PgParam).collect();
+        let typed = encoded
+            .iter()
+            .map(|p| (p as &(dyn ToSql + Sync), unnamed_type(p.0)));
+        let stream = client
+            .query_typed_raw(statement, typed)
+            .await
+            .map_err(unnamed_error)?;
+        let mut stream = std::pin::pin!(stream);
+        let mut rows = Vec::new();
+        while let Some(row) = stream.try_next().await.map_err(unnamed_error)? {
+            rows.push(row);
+        }
+        let columns = rows.first().map_or_else(Vec::new, |row| {
+            row.columns().iter().map(|c| c.name().to_owned()).collect()
+        });
+        let rows_affected = stream.rows_affected().unwrap_or(rows.len() as u64);
+        let rows = rows.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?;
+        Ok(RowSet {
+            columns,
+            rows,
+            rows_affected,
+        })
+    }
+
+    /// [`StatementMode::Unnamed`]'s check: the statement is prepared and closed inside a transaction
+    /// (rolled back), so a pooler keeps every message of it on one server connection and nothing of it
+    /// outlives the check.
+    async fn prepare_in_transaction(&self, statement: &str) -> Result<(), SqlError> {
+        let mut object = self.pool.get().await.map_err(pool_error)?;
+        let client: &mut tokio_postgres::Client = &mut object;
+        let transaction = client.transaction().await.map_err(query_error)?;
+        // Dropping the statement queues its `Close` before the rollback.
+        let prepared = transaction.prepare(statement).await.map(drop);
+        transaction.rollback().await.map_err(query_error)?;
+        prepared.map_err(query_error)
+    }
+}
+
+/// The type an unnamed statement declares for a parameter: the value's own (the statement's cast
+/// converts it); `unknown` for `NULL`, which the server types after the cast.
+fn unnamed_type(value: &SqlValue) -> Type {
+    match value {
+        SqlValue::Null => Type::UNKNOWN,
+        SqlValue::Boolean(_) => Type::BOOL,
+        SqlValue::Int64(_) => Type::INT8,
+        SqlValue::Float64(_) => Type::FLOAT8,
+        SqlValue::Text(_) => Type::TEXT,
+        SqlValue::Json(_) => Type::JSONB,
+        SqlValue::Timestamp(_) => Type::TIMESTAMPTZ,
+        SqlValue::Bytes(_) => Type::BYTEA,
+        SqlValue::TextArray(_) => Type::TEXT_ARRAY,
+    }
+}
+
+/// [`query_error`], except for what the prepared mode refuses unsent as bad parameters: a `Bind` with
+/// fewer parameters than the statement uses (SQLSTATE 08P01, a protocol violation, not a broken
+/// connection) and a value of a kind the parameter's cast cannot convert (42846).
+fn unnamed_error(error: tokio_postgres::Error) -> SqlError {
+    match error.as_db_error() {
+        Some(db) if matches!(db.code().code(), "08P01" | "42846") => {
+            SqlError::BadParameter(format!("{}: {}", db.code().code(), db.message()))
+        }
+        _ => query_error(error),
+    }
 }
 
 impl SqlDriver for PostgresDriver {
@@ -204,6 +309,9 @@ impl SqlDriver for PostgresDriver {
 
     fn prepare<'a>(&'a self, statement: &'a str) -> PrepareFuture<'a> {
         Box::pin(async move {
+            if self.statement_mode == StatementMode::Unnamed {
+                return self.prepare_in_transaction(statement).await;
+            }
             let client = self.pool.get().await.map_err(pool_error)?;
             client
                 .prepare_cached(statement)

@@ -218,7 +218,22 @@ impl Session {
             return;
         }
         let old = self.data.insert(key.clone(), value);
-        self.tracking.originals.entry(key).or_insert(old);
+        self.tracking.originals.entry(key.clone()).or_insert(old);
+        self.forget_if_restored(&key);
+    }
+
+    /// A key written back to the value it was loaded with is no change any more (e.g. a handler undoing
+    /// a change the store refused), unless all data was cleared meanwhile.
+    fn forget_if_restored(&mut self, key: &str) {
+        if !self.tracking.cleared
+            && self
+                .tracking
+                .originals
+                .get(key)
+                .is_some_and(|original| original.as_ref() == self.data.get(key))
+        {
+            self.tracking.originals.remove(key);
+        }
     }
 
     /// Removes `key`; returns the value it had.
@@ -228,6 +243,7 @@ impl Session {
             .originals
             .entry(key.to_owned())
             .or_insert_with(|| Some(old.clone()));
+        self.forget_if_restored(key);
         Some(old)
     }
 
@@ -522,6 +538,16 @@ mod tests {
         s.set_user(7);
         s.set_user(8);
         assert_eq!(s.tracking.user_original, Some(None));
+    }
+
+    #[test]
+    fn a_change_undone_is_no_change() {
+        let mut s = session();
+        s.set("b", "changed");
+        s.set("b", "x");
+        s.insert("new", 1).unwrap();
+        s.remove("new");
+        assert!(!s.has_changes(), "{:?}", s.tracking);
     }
 
     #[test]

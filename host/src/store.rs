@@ -430,6 +430,8 @@ struct Inner {
 struct Instance {
     store: Store<HostState>,
     guest: GuestWorld,
+    /// The same instance, untyped: for calls by export name (the conformance suite).
+    raw: wasmtime::component::Instance,
 }
 
 /// Where calls get their instance: idle warm ones (in [`Isolation::ReuseInstances`]) or a new one.
@@ -677,14 +679,75 @@ impl SessionStore {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
-        let guest = self
+        let raw = self
             .inner
             .pre
+            .instance_pre()
             .instantiate_async(&mut store)
             .await
             .map_err(|e| StoreError::guest(e, timeout))?;
+        let guest = GuestWorld::new(&mut store, &raw).map_err(|e| StoreError::guest(e, timeout))?;
         self.inner.pool.instantiated.fetch_add(1, Ordering::Relaxed);
-        Ok(Instance { store, guest })
+        Ok(Instance { store, guest, raw })
+    }
+
+    /// Calls the export `name` of the `store` interface with `args` in the JSON form of WIT values (see
+    /// [`crate::conformance`]), on an instance of the store's own, and returns its result in that form
+    /// (a `result<..>` export gives `{"ok": ..}` or `{"err": ..}`). The configuration is not implied:
+    /// an export that takes one gets it in `args`.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidData`] when `name` is no export or `args` do not fit its parameters; the
+    /// sandbox's own errors (deadline, memory, trap) as for every call.
+    #[doc(hidden)]
+    pub async fn call_export(
+        &self,
+        name: &str,
+        args: &[serde_json::Value],
+    ) -> Result<serde_json::Value, StoreError> {
+        use crate::conformance::{STORE_INTERFACE, to_json, to_val};
+        use wasmtime::component::Val;
+        let name = name.to_owned();
+        let args = args.to_vec();
+        self.run(async |instance: &mut Instance| {
+            let store = &mut instance.store;
+            let func = instance
+                .raw
+                .get_export_index(&mut *store, None, STORE_INTERFACE)
+                .and_then(|interface| {
+                    instance
+                        .raw
+                        .get_export_index(&mut *store, Some(&interface), &name)
+                })
+                .and_then(|index| instance.raw.get_func(&mut *store, index));
+            let Some(func) = func else {
+                return Ok(Err(StoreError::InvalidData(format!("no export named {name}"))));
+            };
+            let ty = func.ty(&*store);
+            let params: Vec<_> = ty.params().map(|(n, t)| (n.to_owned(), t)).collect();
+            if params.len() != args.len() {
+                return Ok(Err(StoreError::InvalidData(format!(
+                    "{name} takes {} arguments, {} given",
+                    params.len(),
+                    args.len()
+                ))));
+            }
+            let mut vals = Vec::with_capacity(args.len());
+            for ((param, ty), arg) in params.iter().zip(&args) {
+                match to_val(ty, arg, &format!("{name}({param})")) {
+                    Ok(val) => vals.push(val),
+                    Err(error) => return Ok(Err(error)),
+                }
+            }
+            let mut results = vec![Val::Bool(false); ty.results().len()];
+            func.call_async(&mut *store, &vals, &mut results).await?;
+            Ok(Ok(match results.as_slice() {
+                [] => serde_json::Value::Null,
+                [one] => to_json(one),
+                many => serde_json::Value::Array(many.iter().map(to_json).collect()),
+            }))
+        })
+        .await?
     }
 
     async fn call_default_config(&self) -> Result<Config, StoreError> {

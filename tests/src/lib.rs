@@ -9,6 +9,10 @@
 //! password, set `DATABASE_RUNTIME_PASSWORD`: the harness gives it to the runtime role and connects
 //! with it.
 
+pub mod failover;
+pub mod pgbouncer;
+mod support;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 

@@ -1,6 +1,7 @@
-//! The production `PostgresDriver` behind the guest's `sql-query`: every value type, and the error classes.
+//! The production `PostgresDriver` behind the guest's `sql-query`, as the least-privilege runtime role:
+//! every value type, the error classes, and `prepare`.
 
-use wasm_sessions::{SqlDriver, SqlError, SqlValue};
+use wasm_sessions::{PostgresDriver, PostgresOptions, SqlDriver, SqlError, SqlValue};
 use wasm_sessions_tests::TestDb;
 
 #[tokio::test]
@@ -17,19 +18,21 @@ async fn every_value_type_round_trips() {
         SqlValue::Json("[1,2]".into()),
         SqlValue::Timestamp(1_700_000_000_123_456),
         SqlValue::Bytes(vec![0, 1, 255]),
+        SqlValue::TextArray(vec!["a".into(), "b c".into(), String::new()]),
         SqlValue::Null,
     ];
     let rows = driver
         .query(
             "SELECT $1::boolean AS b, $2::bigint AS i8, $3::int AS i4, $4::float8 AS f, $5::text AS t, \
-             $6::jsonb AS jb, $7::json AS j, $8::timestamptz AS ts, $9::bytea AS by, $10::text AS n",
+             $6::jsonb AS jb, $7::json AS j, $8::timestamptz AS ts, $9::bytea AS by, \
+             $10::text[] AS ta, $11::text AS n",
             &params,
         )
         .await
         .unwrap();
     assert_eq!(
         rows.columns,
-        ["b", "i8", "i4", "f", "t", "jb", "j", "ts", "by", "n"]
+        ["b", "i8", "i4", "f", "t", "jb", "j", "ts", "by", "ta", "n"]
     );
     assert_eq!(rows.rows_affected, 1);
     let mut expected = params.to_vec();
@@ -43,8 +46,8 @@ async fn statements_without_rows_report_the_affected_count() {
     let driver = db.driver();
     let inserted = driver
         .query(
-            "INSERT INTO sessions (id_hash, expires_at) SELECT sha256(g::text::bytea), $1 \
-             FROM generate_series(1, 3) g",
+            "INSERT INTO wasm_sessions.sessions (id_hash, expires_at) \
+             SELECT sha256(g::text::bytea), $1 FROM generate_series(1, 3) g",
             &[SqlValue::Timestamp(4_000_000_000_000_000)],
         )
         .await
@@ -77,7 +80,7 @@ async fn a_value_of_the_wrong_type_is_a_bad_parameter() {
 async fn a_unique_violation_carries_its_sqlstate() {
     let db = TestDb::new().await;
     let driver = db.driver();
-    let insert = "INSERT INTO sessions (id_hash, expires_at) VALUES (sha256('x'::bytea), now())";
+    let insert = "INSERT INTO wasm_sessions.sessions (id_hash, expires_at) VALUES (sha256('x'::bytea), now())";
     driver.query(insert, &[]).await.unwrap();
     let err = driver.query(insert, &[]).await.unwrap_err();
     assert!(
@@ -100,8 +103,55 @@ async fn invalid_sql_is_a_query_failure() {
 }
 
 #[tokio::test]
-async fn migrations_are_idempotent() {
+async fn prepare_checks_a_statement_against_the_schema_without_running_it() {
     let db = TestDb::new().await;
-    db.driver().migrate().await.unwrap();
-    db.driver().migrate().await.unwrap();
+    let driver = db.driver();
+    driver
+        .prepare("DELETE FROM wasm_sessions.sessions WHERE id_hash = $1::bytea")
+        .await
+        .unwrap();
+    for bad in [
+        "SELECT nope FROM wasm_sessions.sessions",
+        "SELECT 1 FROM sessions",
+        "SELEC 1",
+    ] {
+        let err = driver.prepare(bad).await.unwrap_err();
+        assert!(matches!(err, SqlError::QueryFailed(_)), "{bad}: {err:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_runtime_role_reaches_only_the_sessions_table() {
+    let db = TestDb::new().await;
+    let driver = db.driver();
+    // Unqualified names do not resolve (its search path is `pg_catalog` only), and it has no rights
+    // on the migrations' history or to change the schema.
+    for statement in [
+        "SELECT count(*) FROM sessions",
+        "SELECT count(*) FROM public.refinery_schema_history",
+        "CREATE TABLE wasm_sessions.other (id int)",
+        "CREATE TEMPORARY TABLE scratch (id int)",
+        "TRUNCATE wasm_sessions.sessions",
+    ] {
+        let err = driver.query(statement, &[]).await.unwrap_err();
+        assert!(
+            matches!(err, SqlError::QueryFailed(_)),
+            "{statement}: {err:?}"
+        );
+    }
+    let rows = driver
+        .query("SELECT count(*) AS n FROM wasm_sessions.sessions", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.rows[0], [SqlValue::Int64(0)]);
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent_as_the_owner() {
+    let db = TestDb::new().await;
+    let owner = PostgresDriver::connect(&db.owner_url, &PostgresOptions::default()).unwrap();
+    owner.migrate().await.unwrap();
+    owner.migrate().await.unwrap();
+    // The runtime role cannot run them.
+    assert!(db.driver().migrate().await.is_err());
 }

@@ -1,11 +1,15 @@
-//! `wasm-sessions serve`: the router (JSON API, OpenAPI document, demo app), background cleanup and
-//! graceful shutdown.
+//! `wasm-sessions serve`: the router (JSON API, OpenAPI document, demo app), the checks in front of it
+//! ([`guard`]: allowed hosts, cross-site requests, the API's bearer token), the store configuration it
+//! runs with ([`store_config`]), background cleanup and graceful shutdown.
 
 mod api;
+mod auth;
+mod guard;
 mod openapi;
 mod web;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -13,16 +17,74 @@ use axum::Router;
 use axum::handler::Handler;
 use axum::http::Method;
 use axum::routing::{MethodFilter, on};
-use wasm_sessions::{SessionLayer, SessionStore};
+use wasm_sessions::{Config, SameSite, SessionLayer, SessionStore};
 
-pub use api::{ApiError, ErrorCode};
+pub use api::{ApiError, SESSION_TOKEN_HEADER, codes};
+pub use auth::{ApiToken, InvalidApiToken, generate_token, write_token_file};
+pub use guard::HostPattern;
 pub use openapi::document as openapi_document;
 
-/// How the service treats its requests.
-#[derive(Debug, Clone, Copy, Default)]
+/// The session cookie's name under `serve`: the `__Host-` prefix makes browsers insist on `Secure`,
+/// `Path=/` and no `Domain` (the guest checks the same rules), so no sibling domain or plain-HTTP page can
+/// set or shadow it. Browsers keep `Secure` cookies on `http://localhost` and `http://127.0.0.1`, so the
+/// demo works over plain HTTP there. (The library's default stays `varel_session`.)
+pub const COOKIE_NAME: &str = "__Host-wasm_session";
+
+/// The absolute session lifetime under `serve`: 30 days, so that "remember me" keeps a browser signed in
+/// for a month.
+pub const MAX_AGE_SECS: i64 = 30 * 86_400;
+
+/// The idle timeout under `serve`: a session that is not remembered ends after 30 minutes without a
+/// request (a remembered one has its own sliding expiry of [`MAX_AGE_SECS`]).
+pub const IDLE_TIMEOUT_SECS: i64 = 30 * 60;
+
+/// The store configuration `serve` runs with, for [`wasm_sessions::SessionStoreBuilder::configure`]:
+/// the one place it is written, used by `serve` and by the tests of the API and the demo.
+pub fn store_config(config: &mut Config) {
+    config.cookie_name = COOKIE_NAME.to_owned();
+    config.secure = true;
+    config.http_only = true;
+    config.same_site = SameSite::Strict;
+    config.path = "/".to_owned();
+    config.domain = None;
+    config.max_age = MAX_AGE_SECS;
+    config.idle_timeout = Some(IDLE_TIMEOUT_SECS);
+}
+
+/// What the service needs besides the store: the API's bearer token and the names the `Host` header may
+/// carry (see [`guard`]). There is no default: without an allowed host every request is refused, and
+/// [`run`] adds the bound address itself.
+#[derive(Debug, Clone)]
 pub struct ServeOptions {
-    /// Believe `X-Forwarded-Proto` when deciding the cookie's `Secure` attribute (behind a TLS proxy).
-    pub trust_forwarded_proto: bool,
+    api_token: ApiToken,
+    hosts: guard::AllowedHosts,
+}
+
+impl ServeOptions {
+    /// Options whose API requires `api_token`, with no allowed host yet.
+    #[must_use]
+    pub fn new(api_token: ApiToken) -> Self {
+        Self {
+            api_token,
+            hosts: guard::AllowedHosts::default(),
+        }
+    }
+
+    /// Also answers requests whose `Host` is `host` (`--allowed-host`).
+    #[must_use]
+    pub fn allow_host(mut self, host: HostPattern) -> Self {
+        self.hosts.add(host);
+        self
+    }
+
+    /// Also answers the names of a server bound to `addr`: `IP:port`; for a loopback address also
+    /// `localhost:port`, `127.0.0.1:port` and `[::1]:port`; for an unspecified one (every interface) any
+    /// IP literal on the port and `localhost:port`.
+    #[must_use]
+    pub fn allow_address(mut self, addr: SocketAddr) -> Self {
+        self.hosts.add_address(addr);
+        self
+    }
 }
 
 /// What every handler shares.
@@ -36,7 +98,7 @@ struct AppState {
 pub struct Route {
     /// The method.
     pub method: Method,
-    /// The path pattern, e.g. `/api/sessions/{token}`.
+    /// The path pattern, e.g. `/api/users/{user_id}/sessions`.
     pub path: &'static str,
 }
 
@@ -81,43 +143,81 @@ pub fn route_list() -> Vec<Route> {
 }
 
 /// The whole service on `store`: the JSON API under `/api`, `/openapi.json`, and the demo app at `/`
-/// (wrapped in a [`SessionLayer`]).
+/// (wrapped in a [`SessionLayer`]), behind the checks of [`guard`] (outermost, so a refused request never
+/// touches a session).
 pub fn router(store: SessionStore, options: ServeOptions) -> Router {
-    let layer =
-        SessionLayer::new(store.clone()).trust_forwarded_proto(options.trust_forwarded_proto);
+    let ServeOptions { api_token, hosts } = options;
+    let guard = Arc::new(guard::Guard { hosts, api_token });
+    let layer = SessionLayer::new(store.clone());
     routes()
         .router
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(layer)
+        .layer(axum::middleware::from_fn_with_state(guard, guard::guard))
         .with_state(AppState { store })
 }
 
-/// Serves [`router`] on `listen` until SIGINT or SIGTERM, running [`SessionStore::cleanup`] every
-/// `cleanup_interval` (never when it is zero). Prints the URL to open on stdout once listening.
+/// A bound listener, before it serves.
+#[derive(Debug)]
+pub struct Listening {
+    listener: tokio::net::TcpListener,
+    local: SocketAddr,
+}
+
+impl Listening {
+    /// The address actually bound (the port chosen for port 0).
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}
+
+/// Binds `listen` and prints the address it bound on stdout (first line: the URL), with the URLs of the
+/// demo, the API and the document.
 ///
 /// # Errors
-/// The address cannot be bound, or the server fails.
-pub async fn run(
-    store: SessionStore,
-    listen: SocketAddr,
-    cleanup_interval: Duration,
-    options: ServeOptions,
-) -> Result<()> {
+/// The address cannot be bound.
+pub async fn listen(listen: SocketAddr) -> Result<Listening> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
     let local = listener.local_addr().context("reading the bound address")?;
-    let host = if local.ip().is_unspecified() {
-        SocketAddr::new([127, 0, 0, 1].into(), local.port())
+    if local.ip().is_unspecified() {
+        let here = SocketAddr::new([127, 0, 0, 1].into(), local.port());
+        println!(
+            "wasm-sessions is serving on http://{local}/ (every interface): on this machine open \
+             http://localhost:{}/ in a browser",
+            local.port()
+        );
+        println!(
+            "  from elsewhere use this machine's IP address, or a name given with --allowed-host; \
+             JSON API http://{here}/api/ (Authorization: Bearer), OpenAPI http://{here}/openapi.json ; \
+             Ctrl-C stops"
+        );
     } else {
-        local
-    };
-    println!("wasm-sessions is serving on http://{host}/ : open it in a browser");
-    println!(
-        "  demo app http://{host}/ , JSON API http://{host}/api/ , OpenAPI http://{host}/openapi.json ; Ctrl-C stops"
-    );
+        println!("wasm-sessions is serving on http://{local}/ : open it in a browser");
+        println!(
+            "  demo app http://{local}/ , JSON API http://{local}/api/ (Authorization: Bearer), \
+             OpenAPI http://{local}/openapi.json ; Ctrl-C stops"
+        );
+    }
+    Ok(Listening { listener, local })
+}
 
+/// Serves [`router`] on `listening` (its bound address added to the allowed hosts) until SIGINT or
+/// SIGTERM, running [`SessionStore::cleanup`] every `cleanup_interval` (never when it is zero).
+///
+/// # Errors
+/// The server fails.
+pub async fn run(
+    store: SessionStore,
+    listening: Listening,
+    cleanup_interval: Duration,
+    options: ServeOptions,
+) -> Result<()> {
+    let Listening { listener, local } = listening;
+    let options = options.allow_address(local);
     let cleanup = (!cleanup_interval.is_zero())
         .then(|| tokio::spawn(cleanup_loop(store.clone(), cleanup_interval)));
     let served = axum::serve(listener, router(store, options))

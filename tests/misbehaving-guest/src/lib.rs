@@ -5,7 +5,7 @@
 //! ```text
 //! 0  DROP TABLE wasm_sessions.sessions
 //! 1  SELECT rolname, rolpassword FROM pg_authid
-//! 2  SELECT * FROM refinery_schema_history
+//! 2  SELECT * FROM public.refinery_schema_history
 //! 3  COPY (SELECT 1) TO PROGRAM 'touch /tmp/wasm-sessions-pwned'
 //! 4  CREATE TEMP TABLE sessions (id int)
 //! 5  SET search_path TO pg_temp
@@ -54,7 +54,7 @@ pub const DROP_TABLE: &str = "DROP TABLE wasm_sessions.sessions";
 /// Declared statement 1.
 pub const READ_PASSWORDS: &str = "SELECT rolname, rolpassword FROM pg_authid";
 /// Declared statement 2.
-pub const READ_MIGRATIONS: &str = "SELECT * FROM refinery_schema_history";
+pub const READ_MIGRATIONS: &str = "SELECT * FROM public.refinery_schema_history";
 /// Declared statement 3.
 pub const COPY_TO_PROGRAM: &str = "COPY (SELECT 1) TO PROGRAM 'touch /tmp/wasm-sessions-pwned'";
 /// Declared statement 4.

@@ -4,6 +4,8 @@
 //! ```text
 //! cargo run --release -p wasm-sessions-bench -- [--json FILE] [--duration-secs N]
 //! cargo run --release -p wasm-sessions-bench -- cleanup [--expired N] [--live N] [--batch-size N]
+//! cargo run --release -p wasm-sessions-bench -- [--rounds N] [--async-commit] http   # HTTP level
+//! cargo run --release -p wasm-sessions-bench -- loop --operation OP --implementation IMPL --count N
 //! ```
 //!
 //! The database is `DATABASE_URL`, or a throwaway cluster when it is unset; either way the run gets a

@@ -325,55 +325,61 @@ fn validated_hash(token: &str) -> Result<[u8; 32], StoreError> {
     Ok(Sha256::digest(token.as_bytes()).into())
 }
 
-/// The session the only row of a load or a write describes, under token `id` with hash `hash`.
+/// The session the only row of a load or a write describes, under token `id` with hash `hash`. By
+/// position, as the guest decodes it: `data, user_id, label, expiry_mode, expiry_value, created_at,
+/// expires_at, absolute_expires_at, updated_at, version` (`bench/src/sql.rs`).
 fn session_from_row(
     rows: &RowSet,
     id: String,
     hash: &[u8; 32],
 ) -> Result<NativeSession, StoreError> {
-    let row = rows
+    let [
+        data,
+        user_id,
+        label,
+        expiry_mode,
+        expiry_value,
+        created_at,
+        expires_at,
+        absolute_expires_at,
+        updated_at,
+        version,
+    ] = rows
         .rows
         .first()
-        .filter(|r| r.len() == rows.columns.len())
+        .and_then(|r| <&[SqlValue; 10]>::try_from(r.as_slice()).ok())
         .ok_or_else(|| unexpected("a malformed row"))?;
-    let get = |name: &str| {
-        rows.columns
-            .iter()
-            .position(|c| c == name)
-            .map(|i| &row[i])
-            .ok_or_else(|| unexpected(&format!("column {name} is missing")))
-    };
-    let time = |name: &str| match get(name)? {
+    let time = |name: &str, value: &SqlValue| match value {
         SqlValue::Timestamp(t) => Ok(*t),
         _ => Err(unexpected(&format!("column {name} is not a timestamp"))),
     };
-    let data = match get("data")? {
+    let data = match data {
         SqlValue::Json(text) => serde_json::from_str(text)
             .map_err(|e| unexpected(&format!("session data is not a JSON object: {e}")))?,
         _ => return Err(unexpected("column data is not json")),
     };
-    let user_id = match get("user_id")? {
+    let user_id = match user_id {
         SqlValue::Int64(v) => Some(*v),
         SqlValue::Null => None,
         _ => return Err(unexpected("column user_id is not int64")),
     };
-    let label = match get("label")? {
+    let label = match label {
         SqlValue::Text(v) => Some(v.clone()),
         SqlValue::Null => None,
         _ => return Err(unexpected("column label is not text")),
     };
     if !matches!(
-        (get("expiry_mode")?, get("expiry_value")?),
+        (expiry_mode, expiry_value),
         (SqlValue::Null, SqlValue::Null)
     ) {
         return Err(unexpected("per-session expiry modes are not benchmarked"));
     }
-    let expires_at = time("expires_at")?;
-    let absolute_expires_at = match get("absolute_expires_at")? {
+    let expires_at = time("expires_at", expires_at)?;
+    let absolute_expires_at = match absolute_expires_at {
         SqlValue::Null => expires_at,
-        _ => time("absolute_expires_at")?,
+        other => time("absolute_expires_at", other)?,
     };
-    let version = match get("version")? {
+    let version = match version {
         SqlValue::Int64(v) => u64::try_from(*v).map_err(|_| unexpected("a negative version"))?,
         _ => return Err(unexpected("column version is not int64")),
     };
@@ -383,10 +389,10 @@ fn session_from_row(
         data,
         user_id,
         label,
-        created_at: time("created_at")?,
+        created_at: time("created_at", created_at)?,
         expires_at,
         absolute_expires_at,
-        updated_at: time("updated_at")?,
+        updated_at: time("updated_at", updated_at)?,
         version,
         is_saved: true,
         changed: BTreeMap::new(),

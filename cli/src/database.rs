@@ -379,9 +379,15 @@ async fn client(url: &str, source: &str) -> Result<tokio_postgres::Client> {
             });
             Ok(client)
         }
+        // With several hosts tokio-postgres tries each in turn and reports the last one's error.
         Err(error) => Err(anyhow!(
-            "could not connect to PostgreSQL at {} ({}); check {source}",
+            "could not connect to PostgreSQL at {} ({}{}); check {source}",
             servers(&config),
+            if config.get_hosts().len() > 1 {
+                "the last one: "
+            } else {
+                ""
+            },
             cause(&error)
         )),
     }
@@ -426,6 +432,9 @@ fn cause(error: &tokio_postgres::Error) -> String {
     while let Some(inner) = source {
         if let Some(io) = inner.downcast_ref::<std::io::Error>() {
             return match io.kind() {
+                // tokio-postgres's own refusal of a server `target_session_attrs` rules out ("database
+                // does not allow writes"): its message, not the kind's.
+                ErrorKind::PermissionDenied if io.raw_os_error().is_none() => io.to_string(),
                 ErrorKind::NotFound => "no server socket there".to_owned(),
                 kind @ (ErrorKind::ConnectionRefused
                 | ErrorKind::ConnectionReset
@@ -540,6 +549,22 @@ mod tests {
             format!(
                 "could not connect to PostgreSQL at 127.0.0.1:{port} (connection refused); check \
                  DATABASE_URL"
+            )
+        );
+        // Several hosts (failover): all are named, the cause is the last one's.
+        let error = client(
+            &format!(
+                "postgres://u@127.0.0.1:{port},127.0.0.1:{port}/db?target_session_attrs=read-write"
+            ),
+            "DATABASE_URL",
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "could not connect to PostgreSQL at 127.0.0.1:{port}, 127.0.0.1:{port} (the last one: \
+                 connection refused); check DATABASE_URL"
             )
         );
         let error = client("host=/nonexistent port=5 user=u", "DATABASE_URL")

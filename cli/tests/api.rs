@@ -295,7 +295,7 @@ async fn create_returns_201_with_a_token_handle_user_typed_data_and_expiry() {
     }
 
     // GET shows the same object (values stay typed), without the token.
-    let (status, loaded) = api.session("GET", "", &token, None).await;
+    let (status, loaded) = api.session("GET", "", token, None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(&loaded, session);
 
@@ -387,6 +387,22 @@ async fn get_returns_the_session_by_handle_and_400_404_410_for_bad_tokens() {
         StatusCode::BAD_REQUEST,
         "invalid_id",
     );
+    // The token travels in `X-Session-Token` only: exactly one such header.
+    assert_error(
+        &api.call("GET", "/api/session", None).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+    let twice = send(
+        &api.app,
+        api_request("GET", "/api/session")
+            .header("x-session-token", &token)
+            .header("x-session-token", UNKNOWN)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_error(&twice, StatusCode::BAD_REQUEST, "invalid_request");
     assert_error(
         &api.session("GET", "", UNKNOWN, None).await,
         StatusCode::NOT_FOUND,
@@ -514,7 +530,7 @@ async fn login_rotates_the_token_and_logout_clears_the_user_and_rotates_again() 
         &api.session(
             "POST",
             "/login",
-            &logged_out,
+            logged_out,
             Some(json!({ "user_id": "x" })),
         )
         .await,

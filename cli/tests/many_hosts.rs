@@ -6,7 +6,8 @@
 //! row.
 //!
 //! Every request is built by [`Host::request`]: the API's bearer token (given to every `serve` through
-//! `WASM_SESSIONS_API_TOKEN`) is added there, and the `Host` header is the address `serve` bound.
+//! `WASM_SESSIONS_API_TOKEN`) and a session's token (in the `X-Session-Token` header) are added there, and
+//! the `Host` header is the address `serve` bound.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -21,6 +22,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
 use tokio::process::{Child, Command};
+use wasm_sessions_cli::serve::SESSION_TOKEN_HEADER;
 use wasm_sessions_tests::TestDb;
 
 const BIN: &str = env!("CARGO_BIN_EXE_wasm-sessions");
@@ -84,21 +86,25 @@ impl Host {
         }
     }
 
-    /// The one place requests are built: the method, the URL on this host, the API token, and the body
-    /// as JSON.
+    /// The one place requests are built: the method, the URL on this host, the API token, the session's
+    /// token when the route is about one session, and the body as JSON.
     fn request(
         &self,
         method: &str,
         path: &str,
+        session: Option<&str>,
         body: Option<&Value>,
     ) -> http::Request<Full<Bytes>> {
-        let builder = http::Request::builder()
+        let mut builder = http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
             .header(
                 http::header::AUTHORIZATION,
                 format!("Bearer {}", self.token),
             );
+        if let Some(token) = session {
+            builder = builder.header(SESSION_TOKEN_HEADER, token);
+        }
         match body {
             Some(body) => builder
                 .header(http::header::CONTENT_TYPE, "application/json")
@@ -110,9 +116,20 @@ impl Host {
 
     /// Sends a request; returns the status and the JSON body (`null` when empty).
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call_on(None, method, path, body).await
+    }
+
+    /// Sends a request about the session `session` (its token in the session header).
+    async fn call_on(
+        &self,
+        session: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let response = self
             .client
-            .request(self.request(method, path, body.as_ref()))
+            .request(self.request(method, path, session, body.as_ref()))
             .await
             .unwrap_or_else(|e| panic!("{} {method} {path}: {e}", self.name));
         let status = response.status().as_u16();
@@ -145,10 +162,7 @@ impl Host {
 
     /// The session's data as this host loads it, or the error code.
     async fn data(&self, token: &str) -> Result<Value, String> {
-        match self
-            .call("GET", &format!("/api/sessions/{token}"), None)
-            .await
-        {
+        match self.call_on(Some(token), "GET", "/api/session", None).await {
             (200, session) => Ok(session["data"].clone()),
             (status, body) => Err(format!(
                 "{status} {}",
@@ -224,9 +238,10 @@ async fn three_hosts_serve_one_store() {
     }
     for (i, token) in tokens.iter().enumerate() {
         let (status, body) = hosts[(i + 1) % 3]
-            .call(
+            .call_on(
+                Some(token),
                 "PATCH",
-                &format!("/api/sessions/{token}/data"),
+                "/api/session/data",
                 Some(json!({ "set": { "seen_by": (i + 1) % 3 } })),
             )
             .await;
@@ -240,9 +255,10 @@ async fn three_hosts_serve_one_store() {
     // A login through one host rotates the token for all of them.
     let anonymous = hosts[0].create(json!({ "data": { "cart": 1 } })).await;
     let (status, login) = hosts[1]
-        .call(
+        .call_on(
+            Some(&anonymous),
             "POST",
-            &format!("/api/sessions/{anonymous}/login"),
+            "/api/session/login",
             Some(json!({ "user_id": 102, "label": "laptop" })),
         )
         .await;

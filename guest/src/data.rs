@@ -95,7 +95,7 @@ pub fn push_escaped(out: &mut String, text: &str) {
 /// its compact form to `out`.
 pub fn push_value(out: &mut String, value: &str, what: &str) -> Result<(), StoreError> {
     check_json(value, what)?;
-    compact_into(out, value).map_err(|rule| invalid(format!("{what} {rule}")))
+    compact_into(out, value, MAX_DEPTH).map_err(|rule| invalid(format!("{what} {rule}")))
 }
 
 /// Checks a whole session data text: valid JSON, a JSON object, storable by JSONB. Returns its compact
@@ -106,7 +106,9 @@ pub fn compact_object(text: &str, what: &str) -> Result<String, StoreError> {
         return Err(invalid(format!("{what} must be a JSON object")));
     }
     let mut out = String::with_capacity(text.len());
-    compact_into(&mut out, text).map_err(|rule| invalid(format!("{what} {rule}")))?;
+    // The object itself is one level more than its values.
+    compact_into(&mut out, text, MAX_DEPTH + 1)
+        .map_err(|rule| invalid(format!("{what} {rule}")))?;
     Ok(out)
 }
 
@@ -163,18 +165,25 @@ fn check_json(text: &str, what: &str) -> Result<(), StoreError> {
         })
 }
 
+/// The deepest nesting of arrays and objects a value may have. The data object adds one level, and hosts
+/// parse the stored data back (serde_json stops at 128 levels): data the store accepts always loads.
+pub const MAX_DEPTH: usize = 64;
+
 /// Copies valid JSON `text` to `out` without whitespace outside strings, refusing a `\u0000` escape or
-/// an unpaired surrogate escape in any string (keys included). The error completes "`what` ...".
-pub fn compact_into(out: &mut String, text: &str) -> Result<(), &'static str> {
+/// an unpaired surrogate escape in any string (keys included) and nesting deeper than `max_depth`. The
+/// error completes "`what` ...".
+pub fn compact_into(out: &mut String, text: &str, max_depth: usize) -> Result<(), &'static str> {
     const NUL: &str = "contains the escape \\u0000 (a NUL character); PostgreSQL JSONB cannot store NUL characters";
     const SURROGATE: &str =
         "contains an unpaired UTF-16 surrogate escape; PostgreSQL JSONB refuses it";
     const MALFORMED: &str = "is not valid JSON";
+    const TOO_DEEP: &str = "nests arrays and objects too deep (64 levels in a value at most)";
     let bytes = text.as_bytes();
     out.reserve(text.len());
     let mut start = 0;
     let mut i = 0;
     let mut in_string = false;
+    let mut depth = 0usize;
     while i < bytes.len() {
         let byte = bytes[i];
         if in_string {
@@ -213,6 +222,13 @@ pub fn compact_into(out: &mut String, text: &str) -> Result<(), &'static str> {
         } else {
             match byte {
                 b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > max_depth {
+                        return Err(TOO_DEEP);
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
                 b' ' | b'\t' | b'\n' | b'\r' => {
                     // Whitespace is ASCII, so `i` is a character boundary.
                     out.push_str(&text[start..i]);
@@ -252,7 +268,7 @@ mod tests {
 
     fn compact(text: &str) -> Result<String, &'static str> {
         let mut out = String::new();
-        compact_into(&mut out, text).map(|()| out)
+        compact_into(&mut out, text, usize::MAX).map(|()| out)
     }
 
     #[test]
@@ -303,11 +319,20 @@ mod tests {
             );
             assert!(!m.contains("s3cret"), "{m}");
         }
-        // Neither check recurses: deep nesting cannot overflow the guest's stack.
+        // Neither check recurses: deep nesting cannot overflow the guest's stack; and nesting past
+        // `MAX_DEPTH` is refused, so every host can parse the data back.
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-        assert!(push_value(&mut String::new(), &deep, "v").is_ok());
+        assert!(push_value(&mut String::new(), &deep, "v").is_err());
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(99_999));
         assert!(push_value(&mut String::new(), &deep, "v").is_err());
+        let limit = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(push_value(&mut String::new(), &limit, "v").is_ok());
+        let over = format!("[{limit}]");
+        let m = message(push_value(&mut String::new(), &over, "v").unwrap_err());
+        assert!(m.contains("64 levels"), "{m}");
+        let object = format!("{{\"k\":{limit}}}");
+        assert!(compact_object(&object, "data").is_ok());
+        assert!(compact_object(&format!("{{\"k\":{over}}}"), "data").is_err());
     }
 
     #[test]

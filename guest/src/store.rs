@@ -22,20 +22,43 @@ use statements::{
 pub const MAX_CLEANUP_BATCH: u32 = 100_000;
 
 /// Every statement the component sends, verbatim. Only this module can make a [`Statement`], and only
-/// as one of these constants, so `run` can send nothing else; `STATEMENTS` lists them all (a unit test
-/// checks that it lists every constant).
+/// as one of these constants, so `run` can send nothing else; `STATEMENTS` lists them all, in the order
+/// that gives each its index (unit tests check that it lists every constant, each at its own index, and
+/// that each constant's columns are the ones its text returns).
 ///
 /// All of them name the table schema-qualified, and cast every parameter, so a driver can bind typed
 /// parameters without relying on the server's inference.
 pub mod statements {
-    /// One declared statement.
+    /// One declared statement: its index in [`STATEMENTS`] (what `sql-query` sends), its name for
+    /// messages (the constant's, in lower case with hyphens), its text, and the names of the columns it returns, in order (the host sends no names:
+    /// rows are decoded by position, and these name a column in an `unexpected-result`).
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub struct Statement(&'static str);
+    pub struct Statement {
+        index: u32,
+        name: &'static str,
+        text: &'static str,
+        columns: &'static [&'static str],
+    }
 
     impl Statement {
+        /// The statement's index in [`STATEMENTS`] and in the `statements` export.
+        pub const fn index(self) -> u32 {
+            self.index
+        }
+
+        /// The statement's name in messages.
+        pub const fn name(self) -> &'static str {
+            self.name
+        }
+
         /// The statement's text, as declared.
         pub const fn text(self) -> &'static str {
-            self.0
+            self.text
+        }
+
+        /// The names of the columns the statement returns, in order (empty: it returns none).
+        pub const fn columns(self) -> &'static [&'static str] {
+            self.columns
         }
     }
 
@@ -46,6 +69,20 @@ pub mod statements {
              absolute_expires_at, updated_at, version"
         };
     }
+
+    /// The names of [`session_columns!`], in order.
+    pub const SESSION_COLUMNS: &[&str] = &[
+        "data",
+        "user_id",
+        "label",
+        "expiry_mode",
+        "expiry_value",
+        "created_at",
+        "expires_at",
+        "absolute_expires_at",
+        "updated_at",
+        "version",
+    ];
 
     /// The data after an update's changes, from the placeholders of: cleared, keys removed (`text[]`),
     /// keys set (a `jsonb` object).
@@ -64,118 +101,174 @@ pub mod statements {
     }
 
     /// Loads one session by `$1` id hash.
-    pub const LOAD: Statement = Statement(concat!(
-        "SELECT ",
-        session_columns!(),
-        " FROM wasm_sessions.sessions WHERE id_hash = $1::bytea"
-    ));
+    pub const LOAD: Statement = Statement {
+        index: 0,
+        name: "load",
+        text: concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM wasm_sessions.sessions WHERE id_hash = $1::bytea"
+        ),
+        columns: SESSION_COLUMNS,
+    };
 
     /// Extends the idle deadline of session `$1` (loaded at version `$4`) to `$2`, never past its
     /// absolute deadline, at time `$3`; the version stays.
-    pub const TOUCH: Statement = Statement(
-        "UPDATE wasm_sessions.sessions \
+    pub const TOUCH: Statement = Statement {
+        index: 1,
+        name: "touch",
+        text: "UPDATE wasm_sessions.sessions \
          SET expires_at = LEAST($2::timestamptz, COALESCE(absolute_expires_at, expires_at)), \
          updated_at = $3::timestamptz \
          WHERE id_hash = $1::bytea AND version = $4::bigint \
          AND expires_at > $3::timestamptz AND expires_at < $2::timestamptz \
          RETURNING expires_at, updated_at",
-    );
+        columns: &["expires_at", "updated_at"],
+    };
 
     /// Inserts a whole new session, version 1, unless its data's JSONB text is over `$11` bytes or the
     /// id hash is taken.
-    pub const INSERT: Statement = Statement(concat!(
-        "INSERT INTO wasm_sessions.sessions (id_hash, data, user_id, label, expiry_mode, \
-         expiry_value, created_at, expires_at, absolute_expires_at, updated_at, version) \
-         SELECT $1::bytea, $2::jsonb, $3::bigint, $4::text, $5::text, $6::bigint, \
-         $7::timestamptz, $8::timestamptz, $9::timestamptz, $10::timestamptz, 1 \
-         WHERE octet_length($2::jsonb::text) <= $11::bigint \
-         ON CONFLICT (id_hash) DO NOTHING RETURNING ",
-        session_columns!()
-    ));
+    pub const INSERT: Statement = Statement {
+        index: 2,
+        name: "insert",
+        text: concat!(
+            "INSERT INTO wasm_sessions.sessions (id_hash, data, user_id, label, expiry_mode, \
+             expiry_value, created_at, expires_at, absolute_expires_at, updated_at, version) \
+             SELECT $1::bytea, $2::jsonb, $3::bigint, $4::text, $5::text, $6::bigint, \
+             $7::timestamptz, $8::timestamptz, $9::timestamptz, $10::timestamptz, 1 \
+             WHERE octet_length($2::jsonb::text) <= $11::bigint \
+             ON CONFLICT (id_hash) DO NOTHING RETURNING ",
+            session_columns!()
+        ),
+        columns: SESSION_COLUMNS,
+    };
 
     /// Why [`INSERT`] wrote nothing: `$1` taken, or `$2` over the limit.
-    pub const WHY_NOT_INSERTED: Statement = Statement(
-        "SELECT EXISTS (SELECT 1 FROM wasm_sessions.sessions WHERE id_hash = $1::bytea) AS taken, \
+    pub const WHY_NOT_INSERTED: Statement = Statement {
+        index: 3,
+        name: "why-not-inserted",
+        text: "SELECT EXISTS (SELECT 1 FROM wasm_sessions.sessions WHERE id_hash = $1::bytea) AS taken, \
          octet_length($2::jsonb::text) AS size",
-    );
+        columns: &["taken", "size"],
+    };
 
     /// Applies one request's changes to stored session `$1` (moving it to id hash `$2`) at time `$3`,
     /// under the concurrency conditions; see `UpdatePlan::params` for every parameter.
-    pub const UPDATE: Statement = Statement(concat!(
-        "UPDATE wasm_sessions.sessions AS s SET id_hash = $2::bytea, data = ",
-        merged_data!("$4", "$5", "$6"),
-        ", user_id = CASE WHEN $7::boolean THEN $8::bigint ELSE s.user_id END, \
-         label = CASE WHEN $9::boolean THEN $10::text ELSE s.label END, \
-         expiry_mode = CASE WHEN $11::boolean THEN $12::text ELSE s.expiry_mode END, \
-         expiry_value = CASE WHEN $11::boolean THEN $13::bigint ELSE s.expiry_value END, \
-         expires_at = CASE \
-         WHEN $11::boolean THEN LEAST($14::timestamptz, COALESCE(s.absolute_expires_at, s.expires_at)) \
-         WHEN $15::timestamptz IS NOT NULL AND s.expiry_mode IS NOT DISTINCT FROM $16::text \
-         AND s.expiry_value IS NOT DISTINCT FROM $17::bigint \
-         THEN GREATEST(s.expires_at, LEAST($15::timestamptz, COALESCE(s.absolute_expires_at, s.expires_at))) \
-         ELSE s.expires_at END, \
-         updated_at = $3::timestamptz, version = s.version + 1 \
-         WHERE s.id_hash = $1::bytea AND s.expires_at > $3::timestamptz \
-         AND ($18::bigint IS NULL OR s.version = $18::bigint) \
-         AND ($19::jsonb IS NULL OR NOT EXISTS (SELECT 1 FROM jsonb_each($19::jsonb) AS e \
-         WHERE s.data -> e.key IS DISTINCT FROM e.value)) \
-         AND ($20::text[] IS NULL OR NOT (s.data ?| $20::text[])) \
-         AND ($21::jsonb IS NULL OR s.data = $21::jsonb) \
-         AND (NOT $22::boolean OR s.user_id IS NOT DISTINCT FROM $23::bigint) \
-         AND (NOT $24::boolean OR (s.expiry_mode IS NOT DISTINCT FROM $25::text \
-         AND s.expiry_value IS NOT DISTINCT FROM $26::bigint)) \
-         AND octet_length((",
-        merged_data!("$4", "$5", "$6"),
-        ")::text) <= $27::bigint RETURNING ",
-        session_columns!()
-    ));
+    pub const UPDATE: Statement = Statement {
+        index: 4,
+        name: "update",
+        text: concat!(
+            "UPDATE wasm_sessions.sessions AS s SET id_hash = $2::bytea, data = ",
+            merged_data!("$4", "$5", "$6"),
+            ", user_id = CASE WHEN $7::boolean THEN $8::bigint ELSE s.user_id END, \
+             label = CASE WHEN $9::boolean THEN $10::text ELSE s.label END, \
+             expiry_mode = CASE WHEN $11::boolean THEN $12::text ELSE s.expiry_mode END, \
+             expiry_value = CASE WHEN $11::boolean THEN $13::bigint ELSE s.expiry_value END, \
+             expires_at = CASE \
+             WHEN $11::boolean THEN LEAST($14::timestamptz, COALESCE(s.absolute_expires_at, s.expires_at)) \
+             WHEN $15::timestamptz IS NOT NULL AND s.expiry_mode IS NOT DISTINCT FROM $16::text \
+             AND s.expiry_value IS NOT DISTINCT FROM $17::bigint \
+             THEN GREATEST(s.expires_at, LEAST($15::timestamptz, COALESCE(s.absolute_expires_at, s.expires_at))) \
+             ELSE s.expires_at END, \
+             updated_at = $3::timestamptz, version = s.version + 1 \
+             WHERE s.id_hash = $1::bytea AND s.expires_at > $3::timestamptz \
+             AND ($18::bigint IS NULL OR s.version = $18::bigint) \
+             AND ($19::jsonb IS NULL OR NOT EXISTS (SELECT 1 FROM jsonb_each($19::jsonb) AS e \
+             WHERE s.data -> e.key IS DISTINCT FROM e.value)) \
+             AND ($20::text[] IS NULL OR NOT (s.data ?| $20::text[])) \
+             AND ($21::jsonb IS NULL OR s.data = $21::jsonb) \
+             AND (NOT $22::boolean OR s.user_id IS NOT DISTINCT FROM $23::bigint) \
+             AND (NOT $24::boolean OR (s.expiry_mode IS NOT DISTINCT FROM $25::text \
+             AND s.expiry_value IS NOT DISTINCT FROM $26::bigint)) \
+             AND octet_length((",
+            merged_data!("$4", "$5", "$6"),
+            ")::text) <= $27::bigint RETURNING ",
+            session_columns!()
+        ),
+        columns: SESSION_COLUMNS,
+    };
 
     /// Why [`UPDATE`] wrote nothing: the state of row `$1` and the size its data would have had with
     /// the changes (`$2` cleared, `$3` keys removed, `$4` keys set).
-    pub const WHY_NOT_UPDATED: Statement = Statement(concat!(
-        "SELECT s.version, s.expires_at, octet_length((",
-        merged_data!("$2", "$3", "$4"),
-        ")::text) AS merged_size FROM wasm_sessions.sessions AS s WHERE s.id_hash = $1::bytea"
-    ));
+    pub const WHY_NOT_UPDATED: Statement = Statement {
+        index: 5,
+        name: "why-not-updated",
+        text: concat!(
+            "SELECT s.version, s.expires_at, octet_length((",
+            merged_data!("$2", "$3", "$4"),
+            ")::text) AS merged_size FROM wasm_sessions.sessions AS s WHERE s.id_hash = $1::bytea"
+        ),
+        columns: &["version", "expires_at", "merged_size"],
+    };
 
     /// Deletes session `$1`.
-    pub const DELETE: Statement =
-        Statement("DELETE FROM wasm_sessions.sessions WHERE id_hash = $1::bytea");
+    pub const DELETE: Statement = Statement {
+        index: 6,
+        name: "delete",
+        text: "DELETE FROM wasm_sessions.sessions WHERE id_hash = $1::bytea",
+        columns: &[],
+    };
 
     /// Deletes session `$1` if it belongs to user `$2`.
-    pub const REVOKE: Statement = Statement(
-        "DELETE FROM wasm_sessions.sessions WHERE id_hash = $1::bytea AND user_id = $2::bigint",
-    );
+    pub const REVOKE: Statement = Statement {
+        index: 7,
+        name: "revoke",
+        text: "DELETE FROM wasm_sessions.sessions WHERE id_hash = $1::bytea AND user_id = $2::bigint",
+        columns: &[],
+    };
 
     /// Deletes at most `$2` sessions expired by `$1`, oldest first, skipping locked rows.
-    pub const CLEANUP_BATCH: Statement = Statement(
-        "DELETE FROM wasm_sessions.sessions WHERE id_hash IN (SELECT id_hash \
+    pub const CLEANUP_BATCH: Statement = Statement {
+        index: 8,
+        name: "cleanup-batch",
+        text: "DELETE FROM wasm_sessions.sessions WHERE id_hash IN (SELECT id_hash \
          FROM wasm_sessions.sessions WHERE expires_at <= $1::timestamptz ORDER BY expires_at \
          LIMIT $2::bigint FOR UPDATE SKIP LOCKED)",
-    );
+        columns: &[],
+    };
 
     /// Counts the sessions expired by `$1`.
-    pub const COUNT_EXPIRED: Statement = Statement(
-        "SELECT count(*) AS expired FROM wasm_sessions.sessions WHERE expires_at <= $1::timestamptz",
-    );
+    pub const COUNT_EXPIRED: Statement = Statement {
+        index: 9,
+        name: "count-expired",
+        text: "SELECT count(*) AS expired FROM wasm_sessions.sessions WHERE expires_at <= $1::timestamptz",
+        columns: &["expired"],
+    };
 
     /// Lists user `$1`'s sessions unexpired at `$2`, newest first.
-    pub const USER_SESSIONS: Statement = Statement(
-        "SELECT id_hash, data, label, created_at, expires_at, updated_at \
+    pub const USER_SESSIONS: Statement = Statement {
+        index: 10,
+        name: "user-sessions",
+        text: "SELECT id_hash, data, label, created_at, expires_at, updated_at \
          FROM wasm_sessions.sessions WHERE user_id = $1::bigint AND expires_at > $2::timestamptz \
          ORDER BY created_at DESC, id_hash",
-    );
+        columns: &[
+            "id_hash",
+            "data",
+            "label",
+            "created_at",
+            "expires_at",
+            "updated_at",
+        ],
+    };
 
     /// Deletes all of user `$1`'s sessions.
-    pub const DELETE_USER_SESSIONS: Statement =
-        Statement("DELETE FROM wasm_sessions.sessions WHERE user_id = $1::bigint");
+    pub const DELETE_USER_SESSIONS: Statement = Statement {
+        index: 11,
+        name: "delete-user-sessions",
+        text: "DELETE FROM wasm_sessions.sessions WHERE user_id = $1::bigint",
+        columns: &[],
+    };
 
     /// Deletes all of user `$1`'s sessions but `$2`.
-    pub const DELETE_USER_SESSIONS_EXCEPT: Statement = Statement(
-        "DELETE FROM wasm_sessions.sessions WHERE user_id = $1::bigint AND id_hash <> $2::bytea",
-    );
+    pub const DELETE_USER_SESSIONS_EXCEPT: Statement = Statement {
+        index: 12,
+        name: "delete-user-sessions-except",
+        text: "DELETE FROM wasm_sessions.sessions WHERE user_id = $1::bigint AND id_hash <> $2::bytea",
+        columns: &[],
+    };
 
-    /// Every statement above: what `statements()` declares.
+    /// Every statement above: what `statements()` declares, in index order.
     pub const STATEMENTS: [Statement; 13] = [
         LOAD,
         TOUCH,
@@ -198,9 +291,9 @@ pub fn statements() -> Vec<String> {
     STATEMENTS.iter().map(|s| s.text().to_string()).collect()
 }
 
-/// Runs one declared statement, mapping a SQL failure to `database`.
+/// Runs one declared statement (named to the host by its index), mapping a SQL failure to `database`.
 fn run(statement: Statement, params: &[SqlValue]) -> Result<RowSet, StoreError> {
-    sql_query(statement.text(), params).map_err(StoreError::Database)
+    sql_query(statement.index(), params).map_err(StoreError::Database)
 }
 
 /// An id hash as a parameter.
@@ -286,7 +379,7 @@ pub fn load(config: &Config, id: String, now: i64) -> Result<Session, StoreError
     let rows = run(LOAD, &[bytes(&hash)])?;
     let row = match rows.rows.len() {
         0 => return Err(StoreError::NotFound),
-        1 => Row::new(&rows, 0)?,
+        1 => Row::new(&rows, 0, LOAD)?,
         n => return Err(unexpected(format!("load returned {n} rows for one id"))),
     };
     let mut session = session_from_row(&row, id, &hash)?;
@@ -320,14 +413,12 @@ fn apply_touch(session: &mut Session, rows: &RowSet) -> Result<(), StoreError> {
     match rows.rows.len() {
         0 => Ok(()),
         1 => {
-            let row = Row::new(rows, 0)?;
-            session.expires_at = row.timestamp("expires_at")?;
-            session.updated_at = row.timestamp("updated_at")?;
+            let [expires_at, updated_at] = Row::new(rows, 0, TOUCH)?.cells()?;
+            session.expires_at = expires_at.timestamp()?;
+            session.updated_at = updated_at.timestamp()?;
             Ok(())
         }
-        n => Err(unexpected(format!(
-            "the idle extension returned {n} rows for one id"
-        ))),
+        n => Err(unexpected(format!("touch returned {n} rows for one id"))),
     }
 }
 
@@ -714,27 +805,30 @@ fn execute(plan: Plan, config: &Config, now: i64) -> Result<Session, StoreError>
             }
         });
     }
-    written(&rows, plan.token, &hash)
+    let statement = match &plan.kind {
+        PlanKind::Insert(_) => INSERT,
+        PlanKind::Update(_) => UPDATE,
+    };
+    written(&rows, statement, plan.token, &hash)
 }
 
-/// The session a write's `RETURNING` row describes, under `token`.
-fn written(rows: &RowSet, token: String, hash: &[u8; 32]) -> Result<Session, StoreError> {
-    if rows.rows.len() != 1 {
-        return Err(unexpected(format!(
-            "the write returned {} rows, expected 1",
-            rows.rows.len()
-        )));
-    }
-    session_from_row(&Row::new(rows, 0)?, token, hash)
+/// The session the `RETURNING` row of write `statement` describes, under `token`.
+fn written(
+    rows: &RowSet,
+    statement: Statement,
+    token: String,
+    hash: &[u8; 32],
+) -> Result<Session, StoreError> {
+    session_from_row(&single(rows, statement)?, token, hash)
 }
 
 /// What [`WHY_NOT_INSERTED`] says: the token is taken (`conflict`), else the data is over the limit.
 fn why_not_inserted(rows: &RowSet, limit: u32) -> Result<StoreError, StoreError> {
-    let row = single(rows, "the insert check")?;
-    if row.boolean("taken")? {
+    let [taken, size] = single(rows, WHY_NOT_INSERTED)?.cells()?;
+    if taken.boolean()? {
         return Ok(StoreError::Conflict);
     }
-    let size = row.count("size")?;
+    let size = size.count()?;
     Ok(if size > u64::from(limit) {
         data::too_large(size, limit)
     } else {
@@ -749,12 +843,12 @@ fn why_not_updated(rows: &RowSet, now: i64, limit: u32) -> Result<StoreError, St
     if rows.rows.is_empty() {
         return Ok(StoreError::NotFound);
     }
-    let row = single(rows, "the update check")?;
-    row.version("version")?;
-    if session::is_expired(row.timestamp("expires_at")?, now) {
+    let [version, expires_at, merged_size] = single(rows, WHY_NOT_UPDATED)?.cells()?;
+    version.count()?;
+    if session::is_expired(expires_at.timestamp()?, now) {
         return Ok(StoreError::Expired);
     }
-    let size = row.count("merged_size")?;
+    let size = merged_size.count()?;
     Ok(if size > u64::from(limit) {
         data::too_large(size, limit)
     } else {
@@ -804,8 +898,13 @@ pub fn cleanup_batch(cutoff: i64, limit: u32) -> Result<u64, StoreError> {
 
 /// Counts the sessions that expired by `cutoff`.
 pub fn count_expired(cutoff: i64) -> Result<u64, StoreError> {
-    let rows = run(COUNT_EXPIRED, &[SqlValue::Timestamp(cutoff)])?;
-    single(&rows, "count-expired")?.count("expired")
+    count_from(&run(COUNT_EXPIRED, &[SqlValue::Timestamp(cutoff)])?)
+}
+
+/// The count [`COUNT_EXPIRED`] returned.
+fn count_from(rows: &RowSet) -> Result<u64, StoreError> {
+    let [expired] = single(rows, COUNT_EXPIRED)?.cells()?;
+    expired.count()
 }
 
 /// Lists the user's sessions unexpired at `now`, newest first.
@@ -821,15 +920,16 @@ pub fn user_sessions(user_id: i64, now: i64) -> Result<Vec<UserSession>, StoreEr
 fn user_sessions_from_rows(rows: &RowSet, user_id: i64) -> Result<Vec<UserSession>, StoreError> {
     (0..rows.rows.len())
         .map(|i| {
-            let row = Row::new(rows, i)?;
+            let [id_hash, data, label, created_at, expires_at, updated_at] =
+                Row::new(rows, i, USER_SESSIONS)?.cells()?;
             Ok(UserSession {
-                handle: token::handle_from_hash(&row.hash("id_hash")?),
-                data: row.json("data")?,
+                handle: token::handle_from_hash(&id_hash.hash()?),
+                data: data.json()?,
                 user_id,
-                label: row.optional_text("label")?,
-                created_at: row.timestamp("created_at")?,
-                expires_at: row.timestamp("expires_at")?,
-                updated_at: row.timestamp("updated_at")?,
+                label: label.optional_text()?,
+                created_at: created_at.timestamp()?,
+                expires_at: expires_at.timestamp()?,
+                updated_at: updated_at.timestamp()?,
             })
         })
         .collect()
@@ -853,42 +953,56 @@ pub fn delete_user_sessions_except(user_id: i64, keep_id: &str) -> Result<u64, S
 // ---------------------------------------------------------------------------------------------------
 // Decoding
 
-/// The session a row of the session columns describes, under token `id` whose SHA-256 is `hash` (the
-/// caller hashed it already: one SHA-256 per operation). The data is the database's JSONB text, passed
-/// through unparsed.
+/// The session a row of [`SESSION_COLUMNS`](statements::SESSION_COLUMNS) describes (of `load`, the
+/// insert or the update), under token `id` whose SHA-256 is `hash` (the caller hashed it already: one
+/// SHA-256 per operation). The data is the database's JSONB text, passed through unparsed.
 fn session_from_row(row: &Row<'_>, id: String, hash: &[u8; 32]) -> Result<Session, StoreError> {
-    let expires_at = row.timestamp("expires_at")?;
+    // By position, in the order of `SESSION_COLUMNS`.
+    let [
+        data,
+        user_id,
+        label,
+        expiry_mode,
+        expiry_value,
+        created_at,
+        expires_at,
+        absolute_expires_at,
+        updated_at,
+        version,
+    ] = row.cells()?;
+    let expires_at = expires_at.timestamp()?;
     let expiry = expiry_from_columns(
-        row.optional_text("expiry_mode")?.as_deref(),
-        row.optional_int("expiry_value")?,
+        expiry_mode.optional_text()?.as_deref(),
+        expiry_value.optional_int()?,
     )?;
     Ok(Session {
         handle: token::handle_from_hash(hash),
         id,
-        data: row.json("data")?,
-        user_id: row.optional_int("user_id")?,
-        label: row.optional_text("label")?,
+        data: data.json()?,
+        user_id: user_id.optional_int()?,
+        label: label.optional_text()?,
         expiry,
-        created_at: row.timestamp("created_at")?,
+        created_at: created_at.timestamp()?,
         expires_at,
-        absolute_expires_at: row
-            .optional_timestamp("absolute_expires_at")?
+        absolute_expires_at: absolute_expires_at
+            .optional_timestamp()?
             .unwrap_or(expires_at),
-        updated_at: row.timestamp("updated_at")?,
-        version: row.version("version")?,
+        updated_at: updated_at.timestamp()?,
+        version: version.count()?,
         is_saved: true,
     })
 }
 
-/// The only row of `rows` (`what` names the statement in the error).
-fn single<'a>(rows: &'a RowSet, what: &str) -> Result<Row<'a>, StoreError> {
+/// The only row `statement` returned.
+fn single(rows: &RowSet, statement: Statement) -> Result<Row<'_>, StoreError> {
     if rows.rows.len() != 1 {
         return Err(unexpected(format!(
-            "{what} returned {} rows, expected 1",
+            "{} returned {} rows, expected 1",
+            statement.name(),
             rows.rows.len()
         )));
     }
-    Row::new(rows, 0)
+    Row::new(rows, 0, statement)
 }
 
 /// An `unexpected-result` error.
@@ -896,114 +1010,147 @@ fn unexpected(msg: String) -> StoreError {
     StoreError::UnexpectedResult(msg)
 }
 
-/// One result row, with its values looked up by column name.
+/// One result row of a declared statement: exactly one value per column the statement declares.
 struct Row<'a> {
-    columns: &'a [String],
+    statement: Statement,
     values: &'a [SqlValue],
 }
 
 impl<'a> Row<'a> {
-    /// Row `index` of `rows`, which must have one value per column.
-    fn new(rows: &'a RowSet, index: usize) -> Result<Self, StoreError> {
+    /// Row `index` of `rows`, which `statement` returned.
+    fn new(rows: &'a RowSet, index: usize, statement: Statement) -> Result<Self, StoreError> {
         let values = rows
             .rows
             .get(index)
-            .ok_or_else(|| unexpected(format!("row {index} is missing")))?;
-        if values.len() != rows.columns.len() {
+            .ok_or_else(|| unexpected(format!("{}: row {index} is missing", statement.name())))?;
+        if values.len() != statement.columns().len() {
             return Err(unexpected(format!(
-                "row {index} has {} values for {} columns",
+                "{}: row {index} has {} values for {} columns",
+                statement.name(),
                 values.len(),
-                rows.columns.len()
+                statement.columns().len()
             )));
         }
-        Ok(Row {
-            columns: &rows.columns,
-            values,
-        })
+        Ok(Row { statement, values })
     }
 
-    /// The value of column `name`.
-    fn get(&self, name: &str) -> Result<&'a SqlValue, StoreError> {
-        self.columns
-            .iter()
-            .position(|c| c == name)
-            .and_then(|i| self.values.get(i))
-            .ok_or_else(|| unexpected(format!("column {name} is missing from the result")))
+    /// The row's values by position, each knowing its column for messages. `N` is the statement's
+    /// column count (a unit test decodes every statement that returns rows).
+    fn cells<const N: usize>(&self) -> Result<[Cell<'a>; N], StoreError> {
+        if self.values.len() != N {
+            return Err(unexpected(format!(
+                "{}: decoded as {N} columns, declared with {}",
+                self.statement.name(),
+                self.values.len()
+            )));
+        }
+        let (statement, values) = (self.statement, self.values);
+        Ok(std::array::from_fn(|position| Cell {
+            statement,
+            position,
+            value: &values[position],
+        }))
+    }
+}
+
+/// One value of a [`Row`], with the column it is in (for messages: never its content).
+#[derive(Clone, Copy)]
+struct Cell<'a> {
+    statement: Statement,
+    position: usize,
+    value: &'a SqlValue,
+}
+
+impl Cell<'_> {
+    /// The column's name, from the statement's declared columns.
+    fn name(self) -> &'static str {
+        self.statement
+            .columns()
+            .get(self.position)
+            .copied()
+            .unwrap_or("?")
+    }
+
+    /// The error for a value of the wrong kind (named by variant, never by content).
+    fn wrong(self, expected: &str) -> StoreError {
+        self.invalid(&format!("is {}, expected {expected}", kind(self.value)))
+    }
+
+    /// The error for a value that breaks a rule (`what` says which).
+    fn invalid(self, what: &str) -> StoreError {
+        unexpected(format!(
+            "{}: column {} ({}) {what}",
+            self.statement.name(),
+            self.position + 1,
+            self.name()
+        ))
     }
 
     /// A `timestamp` column.
-    fn timestamp(&self, name: &str) -> Result<i64, StoreError> {
-        match self.get(name)? {
+    fn timestamp(self) -> Result<i64, StoreError> {
+        match self.value {
             SqlValue::Timestamp(t) => Ok(*t),
-            other => Err(wrong(name, "timestamp", other)),
+            _ => Err(self.wrong("timestamp")),
         }
     }
 
     /// A nullable `timestamp` column.
-    fn optional_timestamp(&self, name: &str) -> Result<Option<i64>, StoreError> {
-        match self.get(name)? {
+    fn optional_timestamp(self) -> Result<Option<i64>, StoreError> {
+        match self.value {
             SqlValue::Timestamp(t) => Ok(Some(*t)),
             SqlValue::Null => Ok(None),
-            other => Err(wrong(name, "timestamp or null", other)),
+            _ => Err(self.wrong("timestamp or null")),
         }
     }
 
-    /// A non-negative `int64` column holding a version.
-    fn version(&self, name: &str) -> Result<u64, StoreError> {
-        match self.get(name)? {
-            SqlValue::Int64(v) => {
-                u64::try_from(*v).map_err(|_| unexpected(format!("column {name} is negative")))
-            }
-            other => Err(wrong(name, "int64", other)),
+    /// A non-negative `int64` column: a version, a count or a size.
+    fn count(self) -> Result<u64, StoreError> {
+        match self.value {
+            SqlValue::Int64(v) => u64::try_from(*v).map_err(|_| self.invalid("is negative")),
+            _ => Err(self.wrong("int64")),
         }
-    }
-
-    /// A non-negative `int64` column holding a count or a size.
-    fn count(&self, name: &str) -> Result<u64, StoreError> {
-        self.version(name)
     }
 
     /// A nullable `int64` column.
-    fn optional_int(&self, name: &str) -> Result<Option<i64>, StoreError> {
-        match self.get(name)? {
+    fn optional_int(self) -> Result<Option<i64>, StoreError> {
+        match self.value {
             SqlValue::Int64(v) => Ok(Some(*v)),
             SqlValue::Null => Ok(None),
-            other => Err(wrong(name, "int64 or null", other)),
+            _ => Err(self.wrong("int64 or null")),
         }
     }
 
     /// A nullable `text` column.
-    fn optional_text(&self, name: &str) -> Result<Option<String>, StoreError> {
-        match self.get(name)? {
+    fn optional_text(self) -> Result<Option<String>, StoreError> {
+        match self.value {
             SqlValue::Text(t) => Ok(Some(t.clone())),
             SqlValue::Null => Ok(None),
-            other => Err(wrong(name, "text or null", other)),
+            _ => Err(self.wrong("text or null")),
         }
     }
 
     /// A `boolean` column.
-    fn boolean(&self, name: &str) -> Result<bool, StoreError> {
-        match self.get(name)? {
+    fn boolean(self) -> Result<bool, StoreError> {
+        match self.value {
             SqlValue::Boolean(b) => Ok(*b),
-            other => Err(wrong(name, "boolean", other)),
+            _ => Err(self.wrong("boolean")),
         }
     }
 
     /// A `json` column, as its text.
-    fn json(&self, name: &str) -> Result<String, StoreError> {
-        match self.get(name)? {
+    fn json(self) -> Result<String, StoreError> {
+        match self.value {
             SqlValue::Json(text) => Ok(text.clone()),
-            other => Err(wrong(name, "json", other)),
+            _ => Err(self.wrong("json")),
         }
     }
 
     /// A 32-byte `bytes` column.
-    fn hash(&self, name: &str) -> Result<[u8; 32], StoreError> {
-        match self.get(name)? {
-            SqlValue::Bytes(b) => <[u8; 32]>::try_from(b.as_slice()).map_err(|_| {
-                unexpected(format!("column {name} has {} bytes, expected 32", b.len()))
-            }),
-            other => Err(wrong(name, "bytes", other)),
+    fn hash(self) -> Result<[u8; 32], StoreError> {
+        match self.value {
+            SqlValue::Bytes(b) => <[u8; 32]>::try_from(b.as_slice())
+                .map_err(|_| self.invalid(&format!("has {} bytes, expected 32", b.len()))),
+            _ => Err(self.wrong("bytes")),
         }
     }
 }
@@ -1021,14 +1168,6 @@ fn kind(value: &SqlValue) -> &'static str {
         SqlValue::Bytes(_) => "bytes",
         SqlValue::TextArray(_) => "text-array",
     }
-}
-
-/// The error for a column holding the wrong kind of value (named by variant, never by content).
-fn wrong(name: &str, expected: &str, got: &SqlValue) -> StoreError {
-    unexpected(format!(
-        "column {name} is {}, expected {expected}",
-        kind(got)
-    ))
 }
 
 #[cfg(test)]
@@ -1092,6 +1231,17 @@ mod tests {
         assert_eq!(STATEMENTS.len(), defined.len());
         let texts: BTreeSet<&str> = STATEMENTS.iter().map(|s| s.text()).collect();
         assert_eq!(texts.len(), STATEMENTS.len(), "two statements share a text");
+        // The list order is the index `run` sends: each statement sits at its own index.
+        let names: Vec<&str> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .collect();
+        for (i, (statement, name)) in STATEMENTS.iter().zip(names).enumerate() {
+            assert_eq!(statement.index() as usize, i, "{name} is listed at {i}");
+            // Its name in messages is the constant's.
+            assert_eq!(statement.name(), name.to_lowercase().replace('_', "-"));
+        }
         assert_eq!(
             statements(),
             STATEMENTS
@@ -1104,9 +1254,10 @@ mod tests {
     #[test]
     fn statements_are_made_only_as_the_declared_constants() {
         let defined = defined();
-        // The field is private to the module, so only it can make one: once per constant.
-        let constructions =
-            source().matches("Statement(").count() - source().matches("struct Statement(").count();
+        // The fields are private to the module, so only it can make one: once per constant.
+        let constructions = source().matches("Statement {").count()
+            - source().matches("struct Statement {").count()
+            - source().matches("impl Statement {").count();
         assert_eq!(constructions, defined.len());
         for name in defined {
             let head = format!("pub const {name}: Statement =");
@@ -1114,7 +1265,7 @@ mod tests {
             assert!(
                 statements_source()[at..]
                     .trim_start()
-                    .starts_with("Statement("),
+                    .starts_with("Statement {"),
                 "{name}"
             );
         }
@@ -1142,6 +1293,83 @@ mod tests {
                 "run({name}, ..) sends an undeclared statement"
             );
         }
+    }
+
+    /// `text` split at the commas outside parentheses.
+    fn top_level_items(text: &str) -> Vec<&str> {
+        let (mut depth, mut start, mut items) = (0usize, 0, Vec::new());
+        for (i, c) in text.char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                ',' if depth == 0 => {
+                    items.push(text[start..i].trim());
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        items.push(text[start..].trim());
+        items
+    }
+
+    /// The names of the columns `text` returns, read from its `RETURNING` list or its outer `SELECT`
+    /// list: each item's alias (`AS name`), or the column it names (`s.version` is `version`).
+    fn returned_columns(text: &str) -> Vec<&str> {
+        let list = if let Some(at) = text.rfind(" RETURNING ") {
+            &text[at + " RETURNING ".len()..]
+        } else if let Some(rest) = text.strip_prefix("SELECT ") {
+            // Up to the first FROM outside parentheses.
+            let mut depth = 0usize;
+            let mut end = rest.len();
+            for (i, c) in rest.char_indices() {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    _ if depth == 0 && rest[i..].starts_with(" FROM ") => {
+                        end = i;
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            &rest[..end]
+        } else {
+            return Vec::new();
+        };
+        top_level_items(list)
+            .into_iter()
+            .map(|item| {
+                let name = match item.rfind(" AS ") {
+                    Some(at) => &item[at + " AS ".len()..],
+                    None => item.rsplit('.').next().unwrap(),
+                };
+                assert_eq!(
+                    ident(name),
+                    name,
+                    "an unnamed result column `{item}` in {text}"
+                );
+                name
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_statement_declares_the_columns_its_text_returns() {
+        for statement in STATEMENTS {
+            assert_eq!(
+                returned_columns(statement.text()),
+                statement.columns(),
+                "{}",
+                statement.name()
+            );
+        }
+        // The three that return a whole session return the same columns, which decoding reads by
+        // position.
+        for statement in [LOAD, INSERT, UPDATE] {
+            assert_eq!(statement.columns(), statements::SESSION_COLUMNS);
+        }
+        assert!(DELETE.columns().is_empty() && CLEANUP_BATCH.columns().is_empty());
     }
 
     /// The cast of each parameter `$n` of `statement`, checking that every `$n` has one, always the same.
@@ -1678,9 +1906,9 @@ mod tests {
 
     // -- why a write wrote nothing --------------------------------------------------------------------
 
-    fn rows(columns: &[&str], rows: Vec<Vec<SqlValue>>) -> RowSet {
+    /// A row set as the host sends it: rows of values by position, no column names.
+    fn rows(rows: Vec<Vec<SqlValue>>) -> RowSet {
         RowSet {
-            columns: columns.iter().map(|c| c.to_string()).collect(),
             rows_affected: rows.len() as u64,
             rows,
         }
@@ -1694,10 +1922,7 @@ mod tests {
     fn why_an_insert_wrote_nothing() {
         let check = |taken, size| {
             why_not_inserted(
-                &rows(
-                    &["taken", "size"],
-                    vec![vec![SqlValue::Boolean(taken), SqlValue::Int64(size)]],
-                ),
+                &rows(vec![vec![SqlValue::Boolean(taken), SqlValue::Int64(size)]]),
                 100,
             )
         };
@@ -1710,30 +1935,32 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            why_not_inserted(&rows(&["taken", "size"], vec![]), 100),
-            Err(StoreError::UnexpectedResult(_))
+            why_not_inserted(&rows(vec![]), 100),
+            Err(StoreError::UnexpectedResult(m)) if m == "why-not-inserted returned 0 rows, expected 1"
+        ));
+        // Swapped columns are wrong kinds, named by position and declared name.
+        assert!(matches!(
+            why_not_inserted(&rows(vec![vec![SqlValue::Int64(1), SqlValue::Boolean(true)]]), 100),
+            Err(StoreError::UnexpectedResult(m))
+                if m == "why-not-inserted: column 1 (taken) is int64, expected boolean"
         ));
     }
 
     #[test]
     fn why_an_update_wrote_nothing() {
-        let columns = ["version", "expires_at", "merged_size"];
         let check = |expires_at, size| {
             why_not_updated(
-                &rows(
-                    &columns,
-                    vec![vec![
-                        SqlValue::Int64(4),
-                        SqlValue::Timestamp(expires_at),
-                        SqlValue::Int64(size),
-                    ]],
-                ),
+                &rows(vec![vec![
+                    SqlValue::Int64(4),
+                    SqlValue::Timestamp(expires_at),
+                    SqlValue::Int64(size),
+                ]]),
                 NOW,
                 100,
             )
         };
         assert!(matches!(
-            why_not_updated(&rows(&columns, vec![]), NOW, 100),
+            why_not_updated(&rows(vec![]), NOW, 100),
             Ok(StoreError::NotFound)
         ));
         assert!(matches!(check(NOW, 1000), Ok(StoreError::Expired)));
@@ -1744,31 +1971,24 @@ mod tests {
         );
         assert!(matches!(
             why_not_updated(
-                &rows(&columns, vec![vec![SqlValue::Int64(4), SqlValue::Null, SqlValue::Int64(1)]]),
+                &rows(vec![vec![SqlValue::Int64(4), SqlValue::Null, SqlValue::Int64(1)]]),
                 NOW,
                 100
             ),
-            Err(StoreError::UnexpectedResult(m)) if m == "column expires_at is null, expected timestamp"
+            Err(StoreError::UnexpectedResult(m))
+                if m == "why-not-updated: column 2 (expires_at) is null, expected timestamp"
+        ));
+        assert!(matches!(
+            why_not_updated(&rows(vec![vec![SqlValue::Int64(4), SqlValue::Timestamp(NOW)]]), NOW, 100),
+            Err(StoreError::UnexpectedResult(m))
+                if m == "why-not-updated: row 0 has 2 values for 3 columns"
         ));
     }
 
     // -- decoding -------------------------------------------------------------------------------------
 
-    const COLUMNS: [&str; 10] = [
-        "data",
-        "user_id",
-        "label",
-        "expiry_mode",
-        "expiry_value",
-        "created_at",
-        "expires_at",
-        "absolute_expires_at",
-        "updated_at",
-        "version",
-    ];
-
     fn row(values: [SqlValue; 10]) -> RowSet {
-        rows(&COLUMNS, vec![values.to_vec()])
+        rows(vec![values.to_vec()])
     }
 
     fn good_row() -> [SqlValue; 10] {
@@ -1787,10 +2007,14 @@ mod tests {
     }
 
     fn decode(rows: &RowSet) -> Result<Session, StoreError> {
-        session_from_row(&Row::new(rows, 0)?, TOKEN.to_string(), &token::hash(TOKEN))
+        session_from_row(
+            &Row::new(rows, 0, LOAD)?,
+            TOKEN.to_string(),
+            &token::hash(TOKEN),
+        )
     }
 
-    fn unexpected_message(result: Result<Session, StoreError>) -> String {
+    fn unexpected_message<T: std::fmt::Debug>(result: Result<T, StoreError>) -> String {
         match result {
             Err(StoreError::UnexpectedResult(m)) => m,
             other => panic!("expected unexpected-result, got {other:?}"),
@@ -1798,7 +2022,7 @@ mod tests {
     }
 
     #[test]
-    fn a_session_row_decodes_with_its_data_unparsed() {
+    fn a_session_row_decodes_by_position_with_its_data_unparsed() {
         let s = decode(&row(good_row())).unwrap();
         assert_eq!(s.id, TOKEN);
         assert_eq!(s.handle, token::handle(TOKEN));
@@ -1817,11 +2041,18 @@ mod tests {
         );
         assert_eq!(s.version, 5);
         assert!(s.is_saved);
-        // Columns are found by name, in any order.
-        let mut reversed = row(good_row());
-        reversed.columns.reverse();
-        reversed.rows[0].reverse();
-        assert_eq!(decode(&reversed).unwrap().version, 5);
+        // Positions follow the declared columns: the timestamps in another order are other deadlines.
+        let mut swapped = good_row();
+        swapped.swap(6, 7);
+        let s = decode(&row(swapped)).unwrap();
+        assert_eq!((s.expires_at, s.absolute_expires_at), (4, 3));
+        // Values in another order are wrong kinds, never silently misread.
+        let mut reversed = good_row();
+        reversed.reverse();
+        assert_eq!(
+            unexpected_message(decode(&row(reversed))),
+            "load: column 7 (expires_at) is text, expected timestamp"
+        );
         // Nullable columns; an old row without an absolute deadline ends at its expiry.
         let mut values = good_row();
         for i in [1, 2, 3, 4, 7] {
@@ -1833,43 +2064,62 @@ mod tests {
     }
 
     #[test]
-    fn wrong_kinds_name_the_column_and_kind_never_the_content() {
+    fn wrong_kinds_name_the_statement_column_and_kind_never_the_content() {
         for (i, value, message) in [
             (
                 0,
                 SqlValue::Text("s3cret".to_string()),
-                "column data is text, expected json",
+                "load: column 1 (data) is text, expected json",
             ),
             (
                 1,
                 SqlValue::Text("s3cret".to_string()),
-                "column user_id is text, expected int64 or null",
+                "load: column 2 (user_id) is text, expected int64 or null",
             ),
             (
                 2,
                 SqlValue::Bytes(b"s3cret".to_vec()),
-                "column label is bytes, expected text or null",
+                "load: column 3 (label) is bytes, expected text or null",
             ),
             (
-                5,
-                SqlValue::Null,
-                "column created_at is null, expected timestamp",
-            ),
-            (
-                7,
-                SqlValue::Float64(1.5),
-                "column absolute_expires_at is float64, expected timestamp or null",
-            ),
-            (9, SqlValue::Int64(-1), "column version is negative"),
-            (
-                9,
-                SqlValue::TextArray(vec!["s3cret".to_string()]),
-                "column version is text-array, expected int64",
+                3,
+                SqlValue::Int64(1),
+                "load: column 4 (expiry_mode) is int64, expected text or null",
             ),
             (
                 4,
                 SqlValue::Json("1".to_string()),
-                "column expiry_value is json, expected int64 or null",
+                "load: column 5 (expiry_value) is json, expected int64 or null",
+            ),
+            (
+                5,
+                SqlValue::Null,
+                "load: column 6 (created_at) is null, expected timestamp",
+            ),
+            (
+                6,
+                SqlValue::Int64(3),
+                "load: column 7 (expires_at) is int64, expected timestamp",
+            ),
+            (
+                7,
+                SqlValue::Float64(1.5),
+                "load: column 8 (absolute_expires_at) is float64, expected timestamp or null",
+            ),
+            (
+                8,
+                SqlValue::Boolean(true),
+                "load: column 9 (updated_at) is boolean, expected timestamp",
+            ),
+            (
+                9,
+                SqlValue::Int64(-1),
+                "load: column 10 (version) is negative",
+            ),
+            (
+                9,
+                SqlValue::TextArray(vec!["s3cret".to_string()]),
+                "load: column 10 (version) is text-array, expected int64",
             ),
         ] {
             let mut values = good_row();
@@ -1877,7 +2127,24 @@ mod tests {
             let m = unexpected_message(decode(&row(values)));
             assert_eq!(m, message);
             assert!(!m.contains("s3cret"));
+            // Each message names the column this position declares.
+            assert!(
+                m.contains(&format!("({})", statements::SESSION_COLUMNS[i])),
+                "{m}"
+            );
         }
+        // The writes name themselves.
+        let mut values = good_row();
+        values[5] = SqlValue::Null;
+        assert_eq!(
+            unexpected_message(written(
+                &row(values),
+                UPDATE,
+                TOKEN.to_string(),
+                &token::hash(TOKEN)
+            )),
+            "update: column 6 (created_at) is null, expected timestamp"
+        );
     }
 
     #[test]
@@ -1926,46 +2193,116 @@ mod tests {
         short.rows[0].pop();
         assert_eq!(
             unexpected_message(decode(&short)),
-            "row 0 has 9 values for 10 columns"
+            "load: row 0 has 9 values for 10 columns"
         );
-        let mut renamed = row(good_row());
-        renamed.columns[0] = "payload".to_string();
+        let mut long = row(good_row());
+        long.rows[0].push(SqlValue::Null);
         assert_eq!(
-            unexpected_message(decode(&renamed)),
-            "column data is missing from the result"
+            unexpected_message(decode(&long)),
+            "load: row 0 has 11 values for 10 columns"
         );
-        assert!(matches!(
-            written(
-                &rows(&COLUMNS, vec![]),
+        assert_eq!(
+            unexpected_message(written(
+                &rows(vec![]),
+                INSERT,
                 TOKEN.to_string(),
                 &token::hash(TOKEN)
-            ),
-            Err(StoreError::UnexpectedResult(_))
-        ));
-        assert!(written(&row(good_row()), TOKEN.to_string(), &token::hash(TOKEN)).is_ok());
+            )),
+            "insert returned 0 rows, expected 1"
+        );
+        let two = rows(vec![good_row().to_vec(), good_row().to_vec()]);
+        assert_eq!(
+            unexpected_message(written(
+                &two,
+                UPDATE,
+                TOKEN.to_string(),
+                &token::hash(TOKEN)
+            )),
+            "update returned 2 rows, expected 1"
+        );
+        assert!(
+            written(
+                &row(good_row()),
+                INSERT,
+                TOKEN.to_string(),
+                &token::hash(TOKEN)
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            unexpected_message(count_from(&rows(vec![vec![SqlValue::Int64(-3)]]))),
+            "count-expired: column 1 (expired) is negative"
+        );
+        assert_eq!(
+            unexpected_message(count_from(&rows(vec![vec![]]))),
+            "count-expired: row 0 has 0 values for 1 columns"
+        );
+        assert_eq!(
+            count_from(&rows(vec![vec![SqlValue::Int64(3)]])).unwrap(),
+            3
+        );
+    }
+
+    /// Every statement that returns rows is decoded with as many values as it declares columns.
+    #[test]
+    fn every_decoder_reads_the_columns_its_statement_declares() {
+        let row_of = |statement: Statement| {
+            let mut good = Vec::new();
+            for name in statement.columns() {
+                good.push(match *name {
+                    "data" => SqlValue::Json("{}".to_string()),
+                    "id_hash" => bytes(&token::hash(TOKEN)),
+                    "taken" => SqlValue::Boolean(false),
+                    "version" | "size" | "merged_size" | "expired" => SqlValue::Int64(1),
+                    "user_id" | "label" | "expiry_mode" | "expiry_value" => SqlValue::Null,
+                    _ => SqlValue::Timestamp(NOW + S),
+                });
+            }
+            rows(vec![good])
+        };
+        let mut s = decode(&row(good_row())).unwrap();
+        for statement in STATEMENTS {
+            let rows = row_of(statement);
+            let decoded = match statement {
+                LOAD | INSERT | UPDATE => {
+                    written(&rows, statement, TOKEN.to_string(), &token::hash(TOKEN)).map(drop)
+                }
+                TOUCH => apply_touch(&mut s, &rows),
+                WHY_NOT_INSERTED => why_not_inserted(&rows, 100).map(drop),
+                WHY_NOT_UPDATED => why_not_updated(&rows, NOW, 100).map(drop),
+                COUNT_EXPIRED => count_from(&rows).map(drop),
+                USER_SESSIONS => user_sessions_from_rows(&rows, 9).map(drop),
+                _ => {
+                    assert!(statement.columns().is_empty(), "{}", statement.name());
+                    continue;
+                }
+            };
+            assert!(decoded.is_ok(), "{}: {decoded:?}", statement.name());
+        }
     }
 
     #[test]
     fn touch_results_update_the_deadline() {
         let mut s = decode(&row(good_row())).unwrap();
-        apply_touch(&mut s, &rows(&["expires_at", "updated_at"], vec![])).unwrap();
+        apply_touch(&mut s, &rows(vec![])).unwrap();
         assert_eq!((s.expires_at, s.updated_at), (3, 2));
         apply_touch(
             &mut s,
-            &rows(
-                &["expires_at", "updated_at"],
-                vec![vec![SqlValue::Timestamp(30), SqlValue::Timestamp(20)]],
-            ),
+            &rows(vec![vec![SqlValue::Timestamp(30), SqlValue::Timestamp(20)]]),
         )
         .unwrap();
         assert_eq!((s.expires_at, s.updated_at, s.version), (30, 20, 5));
         let two = vec![SqlValue::Timestamp(30), SqlValue::Timestamp(20)];
-        assert!(
-            apply_touch(
+        assert_eq!(
+            unexpected_message(apply_touch(&mut s, &rows(vec![two.clone(), two]))),
+            "touch returned 2 rows for one id"
+        );
+        assert_eq!(
+            unexpected_message(apply_touch(
                 &mut s,
-                &rows(&["expires_at", "updated_at"], vec![two.clone(), two])
-            )
-            .is_err()
+                &rows(vec![vec![SqlValue::Timestamp(30), SqlValue::Null]])
+            )),
+            "touch: column 2 (updated_at) is null, expected timestamp"
         );
     }
 
@@ -1973,24 +2310,14 @@ mod tests {
     fn user_sessions_decode_with_handles() {
         let hash = token::hash(TOKEN);
         let listed = user_sessions_from_rows(
-            &rows(
-                &[
-                    "id_hash",
-                    "data",
-                    "label",
-                    "created_at",
-                    "expires_at",
-                    "updated_at",
-                ],
-                vec![vec![
-                    bytes(&hash),
-                    SqlValue::Json("{}".to_string()),
-                    SqlValue::Null,
-                    SqlValue::Timestamp(1),
-                    SqlValue::Timestamp(3),
-                    SqlValue::Timestamp(2),
-                ]],
-            ),
+            &rows(vec![vec![
+                bytes(&hash),
+                SqlValue::Json("{}".to_string()),
+                SqlValue::Null,
+                SqlValue::Timestamp(1),
+                SqlValue::Timestamp(3),
+                SqlValue::Timestamp(2),
+            ]]),
             9,
         )
         .unwrap();
@@ -1998,29 +2325,28 @@ mod tests {
         assert_eq!(listed[0].handle, token::handle(TOKEN));
         assert_eq!(listed[0].user_id, 9);
         assert_eq!(listed[0].data, "{}");
-        let bad = user_sessions_from_rows(
-            &rows(
-                &[
-                    "id_hash",
-                    "data",
-                    "label",
-                    "created_at",
-                    "expires_at",
-                    "updated_at",
-                ],
-                vec![vec![
-                    SqlValue::Bytes(vec![1; 31]),
-                    SqlValue::Json("{}".to_string()),
-                    SqlValue::Null,
-                    SqlValue::Timestamp(1),
-                    SqlValue::Timestamp(3),
-                    SqlValue::Timestamp(2),
-                ]],
+        assert_eq!(
+            (
+                listed[0].created_at,
+                listed[0].expires_at,
+                listed[0].updated_at
             ),
+            (1, 3, 2)
+        );
+        let bad = user_sessions_from_rows(
+            &rows(vec![vec![
+                SqlValue::Bytes(vec![1; 31]),
+                SqlValue::Json("{}".to_string()),
+                SqlValue::Null,
+                SqlValue::Timestamp(1),
+                SqlValue::Timestamp(3),
+                SqlValue::Timestamp(2),
+            ]]),
             9,
         );
-        assert!(
-            matches!(bad, Err(StoreError::UnexpectedResult(m)) if m == "column id_hash has 31 bytes, expected 32")
+        assert_eq!(
+            unexpected_message(bad),
+            "user-sessions: column 1 (id_hash) has 31 bytes, expected 32"
         );
     }
 

@@ -307,9 +307,11 @@ fn sql_value_to_wit(v: SqlValue) -> wit_sql::SqlValue {
     }
 }
 
+/// A driver's row set as the guest receives it: the values by position, without the column names (the
+/// guest declared the statement, so it knows its columns; names would be lowered into guest memory as
+/// one string each, on every call).
 pub(crate) fn row_set_to_wit(r: RowSet) -> wit_sql::RowSet {
     wit_sql::RowSet {
-        columns: r.columns,
         rows: r
             .rows
             .into_iter()

@@ -78,8 +78,8 @@ pub enum SqlError {
     /// Any other failure of the statement (syntax, missing table, no privilege).
     #[error("query failed: {0}")]
     QueryFailed(String),
-    /// The host refused to send the statement: not declared by the component, or not a single data
-    /// statement. Nothing was sent.
+    /// The host refused to send the statement: not declared by the component (an index outside its
+    /// declared list), or not a single data statement. Nothing was sent.
     #[error("statement refused: {0}")]
     Refused(String),
 }

@@ -1,7 +1,9 @@
 //! The WIT glue for the guest's imports: translates and delegates to the [`SqlDriver`], the
-//! [`EntropySource`] and the [`Clock`]. The only policy here is the boundary itself: a statement the
-//! component did not declare, or one that is not a single data statement, is refused unsent.
+//! [`EntropySource`] and the [`Clock`]. The only policy here is the boundary itself: the guest names a
+//! statement by its index in the list it declared, and an index outside that list, or a statement that
+//! is not a single data statement, is refused unsent.
 
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -65,14 +67,57 @@ impl wasmtime::ResourceLimiter for GuestLimiter {
     }
 }
 
+/// The statements a component declared, recorded when the store is built: their texts, verbatim and
+/// in the declared order (the guest names a statement by its index), and whether each is a single data
+/// statement, decided once here rather than on every call.
+pub(crate) struct Declared {
+    texts: Box<[String]>,
+    data: Box<[bool]>,
+}
+
+impl Declared {
+    /// Records `texts`, in order.
+    pub(crate) fn new(texts: Vec<String>) -> Arc<Self> {
+        let data = texts.iter().map(|text| is_data_statement(text)).collect();
+        Arc::new(Self {
+            texts: texts.into_boxed_slice(),
+            data,
+        })
+    }
+
+    /// The text of statement `index`, or why it may not be sent: the index is outside the declared
+    /// list, or the statement is not a single data statement (declared all the same).
+    fn runnable(&self, index: u32) -> Result<&str, SqlError> {
+        let i = index as usize;
+        match (self.texts.get(i), self.data.get(i)) {
+            (Some(text), Some(true)) => Ok(text),
+            (Some(_), _) => Err(SqlError::Refused(
+                "only single data statements (SELECT, INSERT, UPDATE, DELETE, WITH) are run".into(),
+            )),
+            (None, _) => Err(SqlError::Refused(format!(
+                "the component did not declare statement {index}: it declared {}",
+                self.texts.len()
+            ))),
+        }
+    }
+}
+
+impl Deref for Declared {
+    type Target = [String];
+
+    fn deref(&self) -> &[String] {
+        &self.texts
+    }
+}
+
 /// What the host grants every guest instance: its three capabilities, nothing else.
 #[derive(Clone)]
 pub(crate) struct Grants {
     pub(crate) driver: Arc<dyn SqlDriver>,
     pub(crate) entropy: Arc<dyn EntropySource>,
     pub(crate) clock: Arc<dyn Clock>,
-    /// The statements the component declared (empty while the builder asks for them).
-    pub(crate) statements: Arc<[String]>,
+    /// The statements the component declared (none while the builder asks for them).
+    pub(crate) statements: Arc<Declared>,
 }
 
 /// What one guest instance can reach: the capabilities, its limits, and its current call's deadline.
@@ -91,40 +136,29 @@ impl HostState {
             deadline: Instant::now(),
         }
     }
-
-    /// Why `statement` may not be sent, if it may not.
-    fn refusal(&self, statement: &str) -> Option<SqlError> {
-        if !self.grants.statements.iter().any(|s| s == statement) {
-            return Some(SqlError::Refused(
-                "the component did not declare this statement".into(),
-            ));
-        }
-        if !is_data_statement(statement) {
-            return Some(SqlError::Refused(
-                "only single data statements (SELECT, INSERT, UPDATE, DELETE, WITH) are run".into(),
-            ));
-        }
-        None
-    }
 }
 
 impl sql::Host for HostState {
     async fn sql_query(
         &mut self,
-        statement: String,
+        statement: u32,
         params: Vec<sql::SqlValue>,
     ) -> Result<sql::RowSet, sql::SqlError> {
-        if let Some(refused) = self.refusal(&statement) {
-            tracing::warn!(error = %refused, "refused a statement from the session component");
-            return Err(sql_error_to_wit(refused));
-        }
+        let text = match self.grants.statements.runnable(statement) {
+            Ok(text) => text,
+            Err(refused) => {
+                tracing::warn!(error = %refused, statement, "refused a statement from the session component");
+                return Err(sql_error_to_wit(refused));
+            }
+        };
         let params: Vec<_> = params.into_iter().map(sql_value_from_wit).collect();
-        // The statement is parameterized text written by the guest: it carries no values.
-        let span = tracing::debug_span!("sql_query", statement = %statement, params = params.len());
+        // The statement is parameterized text the guest declared: it carries no values.
+        let span =
+            tracing::debug_span!("sql_query", statement, text = %text, params = params.len());
         let outcome = self
             .grants
             .driver
-            .query(&statement, &params)
+            .query(text, &params)
             .instrument(span)
             .await;
         outcome.map(row_set_to_wit).map_err(sql_error_to_wit)
@@ -199,7 +233,7 @@ mod tests {
             clock: Arc::new(ManualClock::new(
                 SystemTime::UNIX_EPOCH + Duration::from_micros(1_234_567),
             )),
-            statements: vec![DECLARED.to_owned(), "SET search_path TO x".to_owned()].into(),
+            statements: Declared::new(vec![DECLARED.to_owned(), "SET search_path TO x".to_owned()]),
         };
         HostState::new(grants, 1 << 20)
     }
@@ -259,33 +293,65 @@ mod tests {
         let mut state = state(driver.clone(), OsEntropy);
         let rows = sql::Host::sql_query(
             &mut state,
-            DECLARED.into(),
+            0,
             vec![sql::SqlValue::Text("x".into()), sql::SqlValue::Null],
         )
         .await
         .unwrap();
-        assert_eq!(rows.columns, ["n"]);
-        assert!(matches!(rows.rows[0][0], sql::SqlValue::Int64(1)));
+        // Values by position; the driver's column names do not cross.
+        assert_eq!(rows.rows.len(), 1);
+        assert!(matches!(rows.rows[0][..], [sql::SqlValue::Int64(1)]));
+        assert_eq!(rows.rows_affected, 1);
         let seen = driver.seen.lock().unwrap();
         assert_eq!(seen[0].0, DECLARED);
         assert_eq!(seen[0].1, [SqlValue::Text("x".into()), SqlValue::Null]);
     }
 
     #[tokio::test]
-    async fn undeclared_and_non_data_statements_are_refused_unsent() {
+    async fn undeclared_indexes_and_non_data_statements_are_refused_unsent() {
         let driver = ok_driver();
         let mut state = state(driver.clone(), OsEntropy);
-        for statement in [
-            "SELECT $1::text ",
-            "DROP TABLE wasm_sessions.sessions",
-            "SET search_path TO x",
+        for (index, message) in [
+            (
+                2,
+                "the component did not declare statement 2: it declared 2",
+            ),
+            (
+                u32::MAX,
+                "the component did not declare statement 4294967295: it declared 2",
+            ),
+            (
+                1,
+                "only single data statements (SELECT, INSERT, UPDATE, DELETE, WITH) are run",
+            ),
         ] {
-            let err = sql::Host::sql_query(&mut state, statement.into(), Vec::new())
+            let err = sql::Host::sql_query(&mut state, index, Vec::new())
                 .await
                 .unwrap_err();
-            assert!(matches!(err, sql::SqlError::Refused(_)), "{statement}");
+            assert!(
+                matches!(&err, sql::SqlError::Refused(m) if m == message),
+                "{index}: {err:?}"
+            );
         }
         assert!(driver.seen.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_declared_list_keeps_every_text_in_order_and_decides_the_data_rule_once() {
+        let declared = Declared::new(vec![
+            "SET search_path TO x".to_owned(),
+            DECLARED.to_owned(),
+            "  /* c */ DELETE FROM t".to_owned(),
+        ]);
+        assert_eq!(
+            &declared[..],
+            ["SET search_path TO x", DECLARED, "  /* c */ DELETE FROM t"]
+        );
+        assert!(matches!(declared.runnable(0), Err(SqlError::Refused(_))));
+        assert_eq!(declared.runnable(1).unwrap(), DECLARED);
+        assert_eq!(declared.runnable(2).unwrap(), "  /* c */ DELETE FROM t");
+        assert!(matches!(declared.runnable(3), Err(SqlError::Refused(_))));
+        assert!(Declared::new(Vec::new()).runnable(0).is_err());
     }
 
     #[tokio::test]
@@ -298,7 +364,7 @@ mod tests {
             }),
         });
         let mut state = state(driver, OsEntropy);
-        let err = sql::Host::sql_query(&mut state, DECLARED.into(), Vec::new())
+        let err = sql::Host::sql_query(&mut state, 0, Vec::new())
             .await
             .unwrap_err();
         assert!(matches!(err, sql::SqlError::ConstraintViolation(c) if c.sqlstate == "23505"));

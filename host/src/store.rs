@@ -24,7 +24,7 @@ use crate::convert::{
 use crate::driver::{SqlDriver, is_data_statement};
 use crate::entropy::{EntropySource, OsEntropy};
 use crate::error::{BuildError, StoreError};
-use crate::host::{DeadlinePassed, Grants, HostState};
+use crate::host::{DeadlinePassed, Declared, Grants, HostState};
 use crate::session::{Config, Expiry, Session, UserSession};
 
 /// The session component built into this library (the `guest/` crate compiled to a component).
@@ -241,7 +241,7 @@ impl SessionStoreBuilder {
             driver: self.driver,
             entropy: self.entropy,
             clock: self.clock,
-            statements: Arc::from(Vec::new()),
+            statements: Declared::new(Vec::new()),
         };
         let bootstrap = SessionStore {
             inner: Arc::new(Inner {
@@ -279,7 +279,7 @@ impl SessionStoreBuilder {
                 engine,
                 pre,
                 grants: Grants {
-                    statements: Arc::from(statements),
+                    statements: Declared::new(statements),
                     ..grants
                 },
                 call_timeout: self.call_timeout,

@@ -23,14 +23,15 @@ export class Bridge {
   /**
    * @param {object} host
    * @param {object} host.component  `loadComponent`'s result
-   * @param {(statement: string) => ({ index: number } | { refused: string })} host.admit  the boundary
+   * @param {(index: number) => ({ index: number, text: string } | { refused: string })} host.admit  the
+   *   boundary: a statement index the component sent, mapped to its declared text, or refused
    * @param {{ now(): bigint } | null} host.clock  a clock of the application's, or null for the system's
    * @param {object} host.sql  `SqlConnection` options
    * @param {object} host.resourceLimits  the worker's JavaScript heap limits
    */
   constructor({ component, admit, clock, sql, resourceLimits }) {
     this.component = component;
-    /** The declared statements, once recorded: the worker refuses others itself, without a round trip. */
+    /** The declared statements, once recorded: the worker refuses other indexes itself, without a round trip. */
     this.pinned = [];
     this.admit = admit;
     this.clock = clock;
@@ -267,13 +268,13 @@ export class Bridge {
     const current = this.current;
     let answer;
     if (request.op === 'sql') {
-      const admitted = this.admit(request.statement);
+      const admitted = this.admit(request.index);
       if ('refused' in admitted) {
         answer = { err: { tag: 'refused', val: admitted.refused } };
       } else if (current === null) {
         answer = { err: { tag: 'connection-failed', val: 'no call in progress' } };
       } else {
-        answer = await this.sql.run(admitted.index, request.statement, request.params, current.deadline);
+        answer = await this.sql.run(admitted.index, admitted.text, request.params, current.deadline);
       }
     } else if (request.op === 'now') {
       try {

@@ -12,25 +12,16 @@ import { randomFillSync } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 
-import { isDataStatement } from './statements.js';
+import { refusal as statementRefusal, runnable } from './statements.js';
 
 const { source, modules, signal, answers, hostClock, maxRandomBytes } = workerData;
 
 /**
- * The declared statements. The boundary is checked here first, so a refusal costs no round trip, and
- * again on the main thread before anything is sent (`admit`); the messages are the Rust host's.
+ * The declared statements, by index: whether each may be sent (a single data statement), decided once
+ * when they are pinned. The boundary is checked here first, so a refusal costs no round trip, and again
+ * on the main thread before anything is sent (`admit`); the messages are the Rust host's.
  */
-let pinned = new Set(workerData.pinned);
-
-function refusal(statement) {
-  if (!pinned.has(statement)) {
-    return 'the component did not declare this statement';
-  }
-  if (!isDataStatement(statement)) {
-    return 'only single data statements (SELECT, INSERT, UPDATE, DELETE, WITH) are run';
-  }
-  return null;
-}
+let pinned = runnable(workerData.pinned);
 
 /** `signal[0]`: the sequence number of the last request the main thread answered. */
 const answered = new Int32Array(signal);
@@ -94,12 +85,12 @@ function sqlErr(payload) {
 
 const imports = {
   sql: {
-    sqlQuery(statement, params) {
-      const refused = refusal(statement);
+    sqlQuery(index, params) {
+      const refused = statementRefusal(pinned, index);
       if (refused !== null) {
         throw sqlErr({ tag: 'refused', val: refused });
       }
-      const answer = ask({ op: 'sql', statement, params });
+      const answer = ask({ op: 'sql', index, params });
       if ('ok' in answer) {
         return answer.ok;
       }
@@ -220,7 +211,7 @@ parentPort.on('message', (message) => {
   if (message.type === 'call') {
     call(message);
   } else if (message.type === 'pin') {
-    pinned = new Set(message.statements);
+    pinned = runnable(message.statements);
   }
 });
 parentPort.postMessage({ type: 'ready', memory: memoryInUse() });

@@ -17,7 +17,7 @@ import {
   userIdToWit,
   userSessionFromWit,
 } from './session.js';
-import { checkDeclared, isDataStatement } from './statements.js';
+import { checkDeclared, refusal, runnable } from './statements.js';
 import { DEFAULT_MEMORY_LIMIT } from './wasm-limits.js';
 
 export { StoreError } from './errors.js';
@@ -186,7 +186,7 @@ export class Store {
   #idle;
   #queue = [];
   #statements = [];
-  #statementIndex = new Map();
+  #runnable = [];
   #wit = null;
   #config = null;
   #clock;
@@ -199,7 +199,7 @@ export class Store {
     this.#callTimeoutMs = callTimeoutMs;
     const describeCache = new Map();
     const typeNames = new Map();
-    const admit = (statement) => this.#admit(statement);
+    const admit = (index) => this.#admit(index);
     this.#bridges = Array.from(
       { length: workers },
       () =>
@@ -216,18 +216,16 @@ export class Store {
   }
 
   /**
-   * The boundary: a statement the component did not declare, or one that is not a single data
-   * statement, is refused unsent (as the Rust host, with the same messages).
+   * The boundary: the component names a statement by its index in the list it declared; an index
+   * outside that list, or a statement that is not a single data statement, is refused unsent (as the
+   * Rust host, with the same messages). Otherwise the index maps to the declared text.
    */
-  #admit(statement) {
-    const index = this.#statementIndex.get(statement);
-    if (index === undefined) {
-      return { refused: 'the component did not declare this statement' };
+  #admit(index) {
+    const refused = refusal(this.#runnable, index);
+    if (refused !== null) {
+      return { refused };
     }
-    if (!isDataStatement(statement)) {
-      return { refused: 'only single data statements (SELECT, INSERT, UPDATE, DELETE, WITH) are run' };
-    }
-    return { index };
+    return { index, text: this.#statements[index] };
   }
 
   /** Asks the component for its defaults, validates the configuration, records the statements. */
@@ -244,7 +242,7 @@ export class Store {
       throw new StoreError('invalid-config', `the component's statements: ${problem}`);
     }
     this.#statements = Object.freeze([...statements]);
-    this.#statementIndex = new Map(statements.map((s, i) => [s, i]));
+    this.#runnable = runnable(this.#statements);
     for (const bridge of this.#bridges) {
       bridge.pin(this.#statements);
     }

@@ -318,12 +318,14 @@ export class SqlConnection {
     }
   }
 
-  /** The `row-set` of a node-postgres result. */
+  /**
+   * The `row-set` of a node-postgres result: the values by position, without column names (the component
+   * declared the statement, so it knows its columns).
+   */
   async rowSet(client, result) {
     const fields = result.fields ?? [];
-    const columns = fields.map((f) => f.name);
     if (fields.length === 0) {
-      return { columns, rows: [], rowsAffected: BigInt(result.rowCount ?? 0) };
+      return { rows: [], rowsAffected: BigInt(result.rowCount ?? 0) };
     }
     const decoders = [];
     for (const field of fields) {
@@ -343,7 +345,7 @@ export class SqlConnection {
       }
       return row;
     });
-    return { columns, rows, rowsAffected: BigInt(rows.length) };
+    return { rows, rowsAffected: BigInt(rows.length) };
   }
 
   /** The conversion of one column's text, by its type (what host/src/postgres.rs `decode_value` maps). */

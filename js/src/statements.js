@@ -69,6 +69,29 @@ export function isDataStatement(statement) {
 }
 
 /**
+ * Whether each declared statement may be sent (a single data statement), in the declared order: the rule
+ * applied once, when the list is recorded.
+ */
+export function runnable(statements) {
+  return statements.map((statement) => isDataStatement(statement));
+}
+
+/**
+ * Why statement `index` (what the component's `sql-query` names) may not be sent, given `runnable` (the
+ * declared list, as `runnable` maps it): outside the declared list, or not a single data statement
+ * (declared all the same). `null` when it may be sent. The messages are the Rust host's.
+ */
+export function refusal(runnableList, index) {
+  if (!Number.isInteger(index) || index < 0 || index >= runnableList.length) {
+    return `the component did not declare statement ${index}: it declared ${runnableList.length}`;
+  }
+  if (!runnableList[index]) {
+    return 'only single data statements (SELECT, INSERT, UPDATE, DELETE, WITH) are run';
+  }
+  return null;
+}
+
+/**
  * Refuses a declared statement set the host will not record: too many, too long, or not all strings.
  * Returns an error message, or `null` when the set is acceptable.
  */

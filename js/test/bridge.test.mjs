@@ -7,6 +7,7 @@ import { after, describe, test } from 'node:test';
 
 import { Bridge, MAX_RANDOM_BYTES } from '../src/bridge.js';
 import { StoreError } from '../src/errors.js';
+import { refusal, runnable } from '../src/statements.js';
 
 /** Bindings with jco's `instantiate` signature whose exports exercise the imports. */
 const SOURCE = `
@@ -20,9 +21,9 @@ export function instantiate(getCoreModule, imports) {
   const store = {
     bytes: (n) => entropy.randomBytes(n),
     now: () => clock.now(),
-    query: (statement) => {
+    query: (index) => {
       try {
-        return sql.sqlQuery(statement, []);
+        return sql.sqlQuery(index, []);
       } catch (e) {
         if (e && Object.prototype.hasOwnProperty.call(e, 'payload')) throw new ComponentError(e.payload);
         throw e;
@@ -39,15 +40,19 @@ const component = { source: SOURCE, modules: {}, memoryLimit: 64 * 1024 * 1024 }
 
 const bridges = [];
 
-/** A bridge whose "database" answers after `delayMs` (or never, for Infinity). */
-function bridge({ clock = null, delayMs = 0, statements = ['SELECT 1', 'SET x = 1'], pinned = ['SELECT 1'] } = {}) {
+/**
+ * A bridge whose "database" answers after `delayMs` (or never, for Infinity). `statements` are the ones
+ * the main thread admits (the store's `admit`, by index), `pinned` the ones the worker is told about.
+ */
+function bridge({ clock = null, delayMs = 0, statements = ['SELECT 1', 'SELECT 2'], pinned = ['SELECT 1'] } = {}) {
   const sent = [];
+  const allowed = runnable(statements);
   const b = new Bridge({
     component,
     clock,
-    admit: (statement) => {
-      const index = statements.indexOf(statement);
-      return index === -1 ? { refused: 'the component did not declare this statement' } : { index };
+    admit: (index) => {
+      const refused = refusal(allowed, index);
+      return refused === null ? { index, text: statements[index] } : { refused };
     },
     sql: {
       connection: 'postgres://unused@127.0.0.1:1/x',
@@ -65,7 +70,7 @@ function bridge({ clock = null, delayMs = 0, statements = ['SELECT 1', 'SET x = 
       return new Promise(() => {});
     }
     await new Promise((r) => setTimeout(r, delayMs));
-    return { ok: { columns: ['one'], rows: [[{ tag: 'int64', val: 1n }]], rowsAffected: 1n } };
+    return { ok: { rows: [[{ tag: 'int64', val: 1n }]], rowsAffected: 1n } };
   };
   b.sql.abandon = () => sent.push('abandoned');
   b.pin(pinned);
@@ -113,20 +118,34 @@ describe('the bridge', () => {
     assert.equal((await manual.call('now', [], 5000)).ok, 1_893_456_000_000_001n);
   });
 
-  test('statements: the pinned one is sent; others are refused in the worker and again on the main thread', async () => {
+  test('statements by index: a pinned one is sent as its text; others are refused in the worker and again on the main thread', async () => {
     const { b, sent } = bridge();
-    assert.deepEqual((await b.call('query', ['SELECT 1'], 5000)).ok.rowsAffected, 1n);
-    const undeclared = await b.call('query', ['SELECT 2'], 5000);
-    assert.deepEqual(undeclared.err, { tag: 'refused', val: 'the component did not declare this statement' });
+    const { ok } = await b.call('query', [0], 5000);
+    assert.deepEqual(ok, { rows: [[{ tag: 'int64', val: 1n }]], rowsAffected: 1n }, 'no column names');
+    for (const index of [2, 4294967295]) {
+      const undeclared = await b.call('query', [index], 5000);
+      assert.deepEqual(undeclared.err, {
+        tag: 'refused',
+        val: `the component did not declare statement ${index}: it declared 1`,
+      });
+    }
     // Declared to the main thread but not pinned in the worker: refused before the round trip.
-    const unpinned = await b.call('query', ['SET x = 1'], 5000);
+    const unpinned = await b.call('query', [1], 5000);
     assert.equal(unpinned.err.tag, 'refused');
     assert.deepEqual(sent, ['SELECT 1']);
     // Pinned in the worker but not admitted by the main thread: refused there, unsent.
     const { b: other, sent: otherSent } = bridge({ statements: ['SELECT 1'], pinned: ['SELECT 1', 'SELECT 3'] });
-    const refusedByMain = await other.call('query', ['SELECT 3'], 5000);
-    assert.deepEqual(refusedByMain.err, { tag: 'refused', val: 'the component did not declare this statement' });
+    const refusedByMain = await other.call('query', [1], 5000);
+    assert.deepEqual(refusedByMain.err, { tag: 'refused', val: 'the component did not declare statement 1: it declared 1' });
+    // Declared and pinned, but not a single data statement: refused in the worker, unsent.
+    const { b: third, sent: thirdSent } = bridge({ statements: ['SET x = 1'], pinned: ['SET x = 1'] });
+    const notData = await third.call('query', [0], 5000);
+    assert.deepEqual(notData.err, {
+      tag: 'refused',
+      val: 'only single data statements (SELECT, INSERT, UPDATE, DELETE, WITH) are run',
+    });
     assert.deepEqual(otherSent, []);
+    assert.deepEqual(thirdSent, []);
   });
 
   test('an export error is a value; an unknown export is invalid-data', async () => {
@@ -139,7 +158,7 @@ describe('the bridge', () => {
     const { b, sent } = bridge({ delayMs: Infinity });
     await b.call('bytes', [1], 10_000); // the worker is up: the short deadline is all the call's
     const started = Date.now();
-    const error = await rejection(b.call('query', ['SELECT 1'], 300));
+    const error = await rejection(b.call('query', [0], 300));
     assert.equal(error.code, 'deadline-exceeded');
     assert.ok(Date.now() - started < 1300);
     assert.deepEqual(sent, ['SELECT 1', 'abandoned']);
@@ -149,9 +168,9 @@ describe('the bridge', () => {
   test('a late answer after the deadline is dropped, not delivered to the next call', async () => {
     const { b } = bridge({ delayMs: 500 });
     await b.call('bytes', [1], 10_000);
-    assert.equal((await rejection(b.call('query', ['SELECT 1'], 200))).code, 'deadline-exceeded');
+    assert.equal((await rejection(b.call('query', [0], 200))).code, 'deadline-exceeded');
     await new Promise((r) => setTimeout(r, 400));
-    const fresh = await b.call('query', ['SELECT 1'], 5000);
+    const fresh = await b.call('query', [0], 5000);
     assert.equal(fresh.ok.rowsAffected, 1n);
   });
 
@@ -166,7 +185,7 @@ describe('the bridge', () => {
 
   test('close ends the worker; a call in progress and later calls fail with closed', async () => {
     const { b } = bridge({ delayMs: Infinity });
-    const pending = rejection(b.call('query', ['SELECT 1'], 10_000));
+    const pending = rejection(b.call('query', [0], 10_000));
     await new Promise((r) => setTimeout(r, 100));
     await b.close();
     assert.equal((await pending).code, 'closed');

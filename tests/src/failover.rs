@@ -112,7 +112,10 @@ impl std::fmt::Debug for Formation {
         f.debug_struct("Formation")
             .field("dir", &self.scratch.path())
             .field("monitor_port", &self.monitor_port)
-            .field("ports", &self.nodes.iter().map(|n| n.port).collect::<Vec<_>>())
+            .field(
+                "ports",
+                &self.nodes.iter().map(|n| n.port).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -177,9 +180,7 @@ impl Formation {
         let monitor = formation.monitor_client().await.expect("the monitor");
         for (name, value) in tuning.settings() {
             monitor
-                .batch_execute(&format!(
-                    "ALTER SYSTEM SET pgautofailover.{name} = {value}"
-                ))
+                .batch_execute(&format!("ALTER SYSTEM SET pgautofailover.{name} = {value}"))
                 .await
                 .unwrap_or_else(|e| panic!("setting pgautofailover.{name}: {e}"));
         }
@@ -433,7 +434,10 @@ fn ensure_pg_auto_failover(bin_dir: &Path) {
     support::ensure_packages(
         "the failover test",
         &["pg-auto-failover-cli", &extension],
-        || support::on_path("pg_autoctl").is_some() && pkglibdir.join("pgautofailover.so").is_file(),
+        || {
+            support::on_path("pg_autoctl").is_some()
+                && pkglibdir.join("pgautofailover.so").is_file()
+        },
     );
 }
 

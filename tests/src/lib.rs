@@ -13,6 +13,9 @@ pub mod failover;
 pub mod pgbouncer;
 mod support;
 
+/// The private clusters the harness starts (e.g. `Cluster::throwaway_durable` for the pooler benchmark).
+pub use embedded_pg;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 

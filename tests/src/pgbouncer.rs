@@ -84,7 +84,8 @@ impl PgBouncer {
         // Written by the user PgBouncer runs as (the directory is its, mode 0700).
         for (name, text) in [("userlist.txt", userlist), ("pgbouncer.ini", ini)] {
             let path = dir.join(name);
-            std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+            std::fs::write(&path, text)
+                .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
             if let Some(user) = support::run_as() {
                 let status = std::process::Command::new("chown")
                     .arg(format!("{user}:{user}"))

@@ -87,9 +87,15 @@ pub(crate) fn ensure_packages(what: &str, packages: &[&str], present: impl Fn() 
             .stdin(Stdio::null())
             .status()
             .expect("running apt-get");
-        assert!(status.success(), "apt-get {args:?} failed ({status}): {how}");
+        assert!(
+            status.success(),
+            "apt-get {args:?} failed ({status}): {how}"
+        );
     }
-    assert!(present(), "apt-get ran but {what} still lacks {packages:?}: {how}");
+    assert!(
+        present(),
+        "apt-get ran but {what} still lacks {packages:?}: {how}"
+    );
 }
 
 /// A private scratch directory for servers, and the processes started in it.
@@ -204,7 +210,10 @@ impl Scratch {
         if status.success() {
             Ok(())
         } else {
-            Err(format!("{name} failed ({status}):\n{}", self.log_tail(name, 30)))
+            Err(format!(
+                "{name} failed ({status}):\n{}",
+                self.log_tail(name, 30)
+            ))
         }
     }
 
@@ -241,7 +250,8 @@ impl Scratch {
 
     /// The last `lines` lines of `<dir>/<name>.log`.
     pub(crate) fn log_tail(&self, name: &str, lines: usize) -> String {
-        let text = std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
+        let text =
+            std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }

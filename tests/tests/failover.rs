@@ -66,9 +66,10 @@ struct Record {
 
 fn describe(error: &StoreError) -> (String, bool) {
     match error {
-        StoreError::Database(SqlError::ConnectionFailed(message)) => {
-            (format!("Database(ConnectionFailed): {}", shorten(message)), true)
-        }
+        StoreError::Database(SqlError::ConnectionFailed(message)) => (
+            format!("Database(ConnectionFailed): {}", shorten(message)),
+            true,
+        ),
         StoreError::DeadlineExceeded(d) => (format!("DeadlineExceeded({d:?})"), true),
         other => (format!("{other:?}"), false),
     }
@@ -79,7 +80,12 @@ fn shorten(message: &str) -> String {
     message.chars().take(140).collect()
 }
 
-async fn worker(store: SessionStore, index: usize, record: Arc<Mutex<Record>>, stop: Arc<AtomicBool>) {
+async fn worker(
+    store: SessionStore,
+    index: usize,
+    record: Arc<Mutex<Record>>,
+    stop: Arc<AtomicBool>,
+) {
     let mut mine: Vec<Session> = Vec::new();
     let mut step = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -231,7 +237,9 @@ async fn the_store_carries_on_through_a_failover_without_losing_an_acknowledged_
         .await
         .expect("the primary's replication settings");
     let (standby_names, commit): (String, String) = (sync.get(0), sync.get(1));
-    println!("primary: synchronous_standby_names = {standby_names:?}, synchronous_commit = {commit}");
+    println!(
+        "primary: synchronous_standby_names = {standby_names:?}, synchronous_commit = {commit}"
+    );
     assert!(
         !standby_names.is_empty() && commit == "on",
         "the secondary must be synchronous"
@@ -249,11 +257,12 @@ async fn the_store_carries_on_through_a_failover_without_losing_an_acknowledged_
         query_timeout: Duration::from_secs(5),
         ..PostgresOptions::default()
     };
-    let store = SessionStore::builder(PostgresDriver::connect(&url, &options).expect("a valid URL"))
-        .call_timeout(Duration::from_secs(10))
-        .build()
-        .await
-        .expect("the store builds");
+    let store =
+        SessionStore::builder(PostgresDriver::connect(&url, &options).expect("a valid URL"))
+            .call_timeout(Duration::from_secs(10))
+            .build()
+            .await
+            .expect("the store builds");
     store
         .check_statements()
         .await
@@ -267,10 +276,14 @@ async fn the_store_carries_on_through_a_failover_without_losing_an_acknowledged_
 
     // Load for a while, then kill the primary.
     let load_started = Instant::now();
-    wait_until(Duration::from_secs(60), "writes acknowledged before the kill", || {
-        let r = record.lock().unwrap();
-        load_started.elapsed() >= Duration::from_secs(3) && r.acked.len() >= 100
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "writes acknowledged before the kill",
+        || {
+            let r = record.lock().unwrap();
+            load_started.elapsed() >= Duration::from_secs(3) && r.acked.len() >= 100
+        },
+    )
     .await;
     let states = formation.states().await.expect("the monitor answers");
     let primary = states
@@ -398,19 +411,30 @@ async fn the_store_carries_on_through_a_failover_without_losing_an_acknowledged_
         record.stale_loads.len()
     );
 
-    assert!(lost.is_empty(), "lost acknowledged writes:\n{}", lost.join("\n"));
+    assert!(
+        lost.is_empty(),
+        "lost acknowledged writes:\n{}",
+        lost.join("\n")
+    );
     assert!(
         record.stale_loads.is_empty(),
         "loads returned other data than acknowledged:\n{}",
         record.stale_loads.join("\n")
     );
-    assert!(wrong.is_empty(), "failed writes in an impossible state:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "failed writes in an impossible state:\n{}",
+        wrong.join("\n")
+    );
     let untyped: Vec<&Failure> = failures.iter().filter(|f| !f.typed).collect();
     assert!(
         untyped.is_empty(),
         "calls failed with other than a connection error or the deadline: {untyped:?}"
     );
-    assert!(!failures.is_empty(), "no call failed: was the primary killed?");
+    assert!(
+        !failures.is_empty(),
+        "no call failed: was the primary killed?"
+    );
     drop(store);
     drop(formation);
 }

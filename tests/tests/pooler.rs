@@ -154,7 +154,9 @@ async fn unnamed_statements_return_what_prepared_ones_return() {
     // being refused unsent; a surplus parameter is not refused; a result without rows has no columns.
     let text_as_bigint = [SqlValue::Text("1".into())];
     assert!(matches!(
-        prepared.query("SELECT $1::bigint AS n", &text_as_bigint).await,
+        prepared
+            .query("SELECT $1::bigint AS n", &text_as_bigint)
+            .await,
         Err(SqlError::BadParameter(_))
     ));
     assert_eq!(
@@ -170,7 +172,12 @@ async fn unnamed_statements_return_what_prepared_ones_return() {
         prepared.query("SELECT 1::bigint AS n", &surplus).await,
         Err(SqlError::BadParameter(_))
     ));
-    assert!(unnamed.query("SELECT 1::bigint AS n", &surplus).await.is_ok());
+    assert!(
+        unnamed
+            .query("SELECT 1::bigint AS n", &surplus)
+            .await
+            .is_ok()
+    );
     let none = unnamed
         .query("SELECT 1::bigint AS n WHERE false", &[])
         .await
@@ -213,7 +220,11 @@ fn small_pgbouncer() -> PgBouncer {
 
 /// `workers` tasks, each creating, updating and loading its own sessions `rounds` times through
 /// `store`; returns the first error, if any, after every task ended.
-async fn exercise(store: &SessionStore, workers: usize, rounds: usize) -> Result<usize, StoreError> {
+async fn exercise(
+    store: &SessionStore,
+    workers: usize,
+    rounds: usize,
+) -> Result<usize, StoreError> {
     let tasks: Vec<_> = (0..workers)
         .map(|w| {
             let store = store.clone();
@@ -273,7 +284,10 @@ async fn the_store_works_through_pgbouncer_in_transaction_mode_with_unnamed_stat
             .collect();
         for check in checks {
             check.await.expect("a check").unwrap_or_else(|e| {
-                panic!("check {round} through PgBouncer: {e:?}\n{}", bouncer.log(20))
+                panic!(
+                    "check {round} through PgBouncer: {e:?}\n{}",
+                    bouncer.log(20)
+                )
             });
         }
     }

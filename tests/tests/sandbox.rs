@@ -4,7 +4,8 @@
 //! would be met), passes a save/load round trip and the table and its rows are intact.
 //!
 //! The layers are tested apart:
-//! - **pinning**: a statement the component did not declare is refused unsent (the driver never sees it);
+//! - **pinning**: the component names a statement by its index in the list it declared, so it cannot name
+//!   one it did not declare; an index outside the list is refused unsent (the driver never sees it);
 //! - **connection handling**: a declared statement that is not a single data statement (DDL, `COPY`,
 //!   `SET`, `BEGIN`) is refused unsent, so nothing can change a pooled connection's state; a statement
 //!   still running at the call's deadline is cancelled and its connection taken out of the pool;
@@ -136,20 +137,24 @@ fn permission_denied(error: &StoreError) -> bool {
     matches!(error, StoreError::Database(SqlError::QueryFailed(m)) if m.starts_with("42501"))
 }
 
-// --- pinning: undeclared statements never leave the host --------------------------------------------
+// --- pinning: only declared statements can be named, and nothing else leaves the host ----------------
 
 #[tokio::test]
-async fn an_undeclared_drop_table_is_refused_unsent() {
+async fn an_index_past_the_declared_list_is_refused_unsent() {
     let arena = Arena::new().await;
     let before = arena.sent();
     let error = arena.attack("undeclared:drop").await;
-    assert!(refused(&error), "{error:?}");
+    assert!(
+        matches!(&error, StoreError::Database(SqlError::Refused(m))
+            if m == "the component did not declare statement 10: it declared 10"),
+        "{error:?}"
+    );
     assert_eq!(arena.sent(), before, "nothing reached the driver");
     arena.assert_intact().await;
 }
 
 #[tokio::test]
-async fn ten_thousand_distinct_undeclared_statements_are_all_refused_unsent() {
+async fn ten_thousand_distinct_undeclared_indexes_are_all_refused_unsent() {
     let arena = Arena::new().await;
     let before = arena.sent();
     let error = arena.attack("undeclared:many").await;
@@ -229,7 +234,8 @@ async fn a_declared_begin_without_commit_is_refused_and_later_writes_are_committ
 }
 
 #[tokio::test]
-async fn a_session_setting_changed_through_a_select_cannot_redirect_the_schema_qualified_statements() {
+async fn a_session_setting_changed_through_a_select_cannot_redirect_the_schema_qualified_statements()
+ {
     let arena = Arena::new().await;
     let error = arena.attack("declared:8").await;
     assert!(
@@ -275,10 +281,7 @@ async fn the_role_alone_refuses_ddl_copy_to_program_temp_tables_and_the_catalogs
         "SELECT * FROM public.refinery_schema_history",
         "SELECT pg_read_file('/etc/passwd')",
     ] {
-        let error = runtime
-            .batch_execute(statement)
-            .await
-            .expect_err(statement);
+        let error = runtime.batch_execute(statement).await.expect_err(statement);
         let code = error.code().map(|c| c.code().to_owned());
         assert_eq!(code.as_deref(), Some("42501"), "{statement}: {error}");
     }
@@ -292,7 +295,8 @@ async fn the_role_alone_refuses_ddl_copy_to_program_temp_tables_and_the_catalogs
 // --- deadlines and the sandbox -----------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pg_sleep_past_the_deadline_fails_the_call_cancels_the_statement_and_frees_the_connection() {
+async fn pg_sleep_past_the_deadline_fails_the_call_cancels_the_statement_and_frees_the_connection()
+{
     let arena = Arena::new().await;
     let error = arena.attack("sleep-in-host").await;
     assert!(
@@ -327,7 +331,10 @@ async fn pg_sleep_past_the_deadline_fails_the_call_cancels_the_statement_and_fre
 async fn an_endless_loop_is_stopped_by_the_deadline_and_the_store_keeps_serving() {
     let arena = Arena::new().await;
     let error = arena.attack("loop").await;
-    assert!(matches!(error, StoreError::DeadlineExceeded(_)), "{error:?}");
+    assert!(
+        matches!(error, StoreError::DeadlineExceeded(_)),
+        "{error:?}"
+    );
     assert_eq!(arena.hostile.instance_stats().discarded, 1);
     // The same hostile store keeps serving.
     assert!(arena.hostile.removal_cookie_header().await.is_ok());

@@ -243,9 +243,9 @@ pub(super) async fn guard(
     next: Next,
 ) -> Response {
     let api = is_api(request.uri().path());
-    let mut response = match check(&guard, &request, api) {
-        Ok(()) => next.run(request).await,
-        Err(refusal) => refusal,
+    let mut response = match refusal(&guard, &request, api) {
+        None => next.run(request).await,
+        Some(refusal) => refusal,
     };
     if api {
         response
@@ -255,18 +255,22 @@ pub(super) async fn guard(
     response
 }
 
-fn check(guard: &Guard, request: &Request, api: bool) -> Result<(), Response> {
-    let host = request_host(request).map_err(|why| {
-        refuse(
-            api,
-            StatusCode::BAD_REQUEST,
-            codes::INVALID_REQUEST,
-            why,
-            "Bad request",
-        )
-    })?;
+/// The answer that refuses `request`, or `None` when it may reach the handler.
+fn refusal(guard: &Guard, request: &Request, api: bool) -> Option<Response> {
+    let host = match request_host(request) {
+        Ok(host) => host,
+        Err(why) => {
+            return Some(refuse(
+                api,
+                StatusCode::BAD_REQUEST,
+                codes::INVALID_REQUEST,
+                why,
+                "Bad request",
+            ));
+        }
+    };
     if !guard.hosts.allows(&host) {
-        return Err(refuse(
+        return Some(refuse(
             api,
             StatusCode::MISDIRECTED_REQUEST,
             codes::MISDIRECTED_REQUEST,
@@ -275,10 +279,10 @@ fn check(guard: &Guard, request: &Request, api: bool) -> Result<(), Response> {
             "Wrong host",
         ));
     }
-    if std::env::var_os("NEVER_SET_X").is_some() && !is_safe(request.method())
+    if !is_safe(request.method())
         && let Some(why) = cross_site(request.headers(), &host)
     {
-        return Err(refuse(
+        return Some(refuse(
             api,
             StatusCode::FORBIDDEN,
             codes::CROSS_SITE_REQUEST,
@@ -288,7 +292,7 @@ fn check(guard: &Guard, request: &Request, api: bool) -> Result<(), Response> {
     }
     if api {
         let challenge = match bearer(request.headers()) {
-            Some(token) if guard.api_token.matches(token) => return Ok(()),
+            Some(token) if guard.api_token.matches(token) => return None,
             Some(_) => r#"Bearer realm="wasm-sessions", error="invalid_token""#,
             None => r#"Bearer realm="wasm-sessions""#,
         };
@@ -302,9 +306,9 @@ fn check(guard: &Guard, request: &Request, api: bool) -> Result<(), Response> {
         response
             .headers_mut()
             .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
-        return Err(response);
+        return Some(response);
     }
-    Ok(())
+    None
 }
 
 /// A refusal: the API's JSON error under `/api`, the demo's HTML page elsewhere.

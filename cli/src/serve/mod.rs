@@ -1,5 +1,5 @@
 //! `wasm-sessions serve`: the router (JSON API, OpenAPI document, demo app), the checks in front of it
-//! ([`guard`]: allowed hosts, cross-site requests, the API's bearer token), the store configuration it
+//! (`guard`: allowed hosts, cross-site requests, the API's bearer token), the store configuration it
 //! runs with ([`store_config`]), background cleanup and graceful shutdown.
 
 mod api;
@@ -52,7 +52,7 @@ pub fn store_config(config: &mut Config) {
 }
 
 /// What the service needs besides the store: the API's bearer token and the names the `Host` header may
-/// carry (see [`guard`]). There is no default: without an allowed host every request is refused, and
+/// carry (see `guard`). There is no default: without an allowed host every request is refused, and
 /// [`run`] adds the bound address itself.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -143,7 +143,7 @@ pub fn route_list() -> Vec<Route> {
 }
 
 /// The whole service on `store`: the JSON API under `/api`, `/openapi.json`, and the demo app at `/`
-/// (wrapped in a [`SessionLayer`]), behind the checks of [`guard`] (outermost, so a refused request never
+/// (wrapped in a [`SessionLayer`]), behind the checks of `guard` (outermost, so a refused request never
 /// touches a session).
 pub fn router(store: SessionStore, options: ServeOptions) -> Router {
     let ServeOptions { api_token, hosts } = options;

@@ -15,13 +15,16 @@
 //! 9  SELECT 1 AS one
 //! ```
 //!
-//! `load(config, id)` runs the attack `id` names and reports what the host answered:
+//! `sql-query` names a statement by its index in that list, so a component can only name what it
+//! declared: an undeclared statement has no index, and the attacks on pinning send indexes outside the
+//! list. `load(config, id)` runs the attack `id` names and reports what the host answered:
 //!
-//! - `declared:<n>`: sends declared statement `n` (0-based, above) once, without parameters;
-//! - `undeclared:drop`: sends `DROP TABLE wasm_sessions.sessions ` (trailing space: not declared);
-//! - `undeclared:many`: sends the undeclared `SELECT 0` .. `SELECT 9999` one after the other while the
-//!   host refuses them, and stops at the first other answer;
-//! - `sleep-in-host`: sends the declared `SELECT pg_sleep(3600)` (statement 7);
+//! - `declared:<n>`: sends index `n` (a declared statement, 0-based, above) once, without parameters;
+//! - `undeclared:drop`: sends index 10, one past the list (where a `DROP TABLE` the component did not
+//!   declare would have to be);
+//! - `undeclared:many`: sends the out-of-range indexes 10 .. 10009 one after the other while the host
+//!   refuses them, and stops at the first other answer;
+//! - `sleep-in-host`: sends the declared `SELECT pg_sleep(3600)` (index 7);
 //! - `loop`: spins forever (for the fuel or epoch limit);
 //! - `hoard`: allocates 1 MiB chunks forever (for the memory limit);
 //! - `panic`: panics (a trap).
@@ -30,8 +33,8 @@
 //!
 //! - a statement failed: `database(<the sql-error the host returned>)`, unchanged;
 //! - a statement succeeded: `unexpected-result("ran: <statement>")`;
-//! - `undeclared:many`, every statement refused: `database(refused("<n> of 10000 undeclared statements
-//!   refused; the last: <the host's message>"))`; one succeeded: `unexpected-result("ran: SELECT <i>
+//! - `undeclared:many`, every index refused: `database(refused("<n> of 10000 undeclared statements
+//!   refused; the last: <the host's message>"))`; one succeeded: `unexpected-result("ran: index <i>
 //!   after <n> refused")`; another error: `database(<it>)`, unchanged;
 //! - an unknown attack or statement index: `unexpected-result("no such attack: ...")`.
 //!
@@ -84,10 +87,10 @@ pub const DECLARED: [&str; 10] = [
     SELECT_ONE,
 ];
 
-/// Not declared: `DROP_TABLE` with a trailing space.
-pub const UNDECLARED_DROP: &str = "DROP TABLE wasm_sessions.sessions ";
+/// Not declared: the first index past [`DECLARED`].
+pub const UNDECLARED: u32 = DECLARED.len() as u32;
 
-/// How many undeclared statements `undeclared:many` sends at most.
+/// How many undeclared indexes `undeclared:many` sends at most (from [`UNDECLARED`] on).
 pub const MANY: u32 = 10_000;
 
 struct Hostile;
@@ -98,22 +101,38 @@ fn refuse<T>() -> Result<T, StoreError> {
     ))
 }
 
-/// Sends `statement` once and reports the host's answer.
-fn send(statement: &str) -> StoreError {
-    match sql_query(statement, &[]) {
-        Ok(_) => StoreError::UnexpectedResult(format!("ran: {statement}")),
+/// The index of declared statement `text`.
+fn index_of(text: &str) -> u32 {
+    DECLARED
+        .iter()
+        .position(|s| *s == text)
+        .unwrap_or(DECLARED.len()) as u32
+}
+
+/// Sends statement `index` once and reports the host's answer.
+fn send(index: u32) -> StoreError {
+    match sql_query(index, &[]) {
+        Ok(_) => StoreError::UnexpectedResult(format!(
+            "ran: {}",
+            DECLARED
+                .get(index as usize)
+                .copied()
+                .unwrap_or("an undeclared index")
+        )),
         Err(e) => StoreError::Database(e),
     }
 }
 
-/// Sends distinct undeclared statements while the host refuses them.
+/// Sends distinct undeclared indexes while the host refuses them.
 fn send_many() -> StoreError {
     let mut last = String::new();
     for i in 0..MANY {
-        let statement = format!("SELECT {i}");
-        match sql_query(&statement, &[]) {
+        let index = UNDECLARED + i;
+        match sql_query(index, &[]) {
             Ok(_) => {
-                return StoreError::UnexpectedResult(format!("ran: {statement} after {i} refused"));
+                return StoreError::UnexpectedResult(format!(
+                    "ran: index {index} after {i} refused"
+                ));
             }
             Err(SqlError::Refused(message)) => last = message,
             Err(other) => return StoreError::Database(other),
@@ -127,9 +146,9 @@ fn send_many() -> StoreError {
 /// Runs the attack `id` names.
 fn attack(id: &str) -> StoreError {
     match id {
-        "undeclared:drop" => send(UNDECLARED_DROP),
+        "undeclared:drop" => send(UNDECLARED),
         "undeclared:many" => send_many(),
-        "sleep-in-host" => send(SLEEP),
+        "sleep-in-host" => send(index_of(SLEEP)),
         "loop" => {
             let mut counter: u64 = 0;
             loop {
@@ -146,10 +165,10 @@ fn attack(id: &str) -> StoreError {
         "panic" => panic!("a guest bug"),
         _ => match id
             .strip_prefix("declared:")
-            .and_then(|n| n.parse::<usize>().ok())
-            .and_then(|n| DECLARED.get(n))
+            .and_then(|n| n.parse::<u32>().ok())
+            .filter(|n| (*n as usize) < DECLARED.len())
         {
-            Some(statement) => send(statement),
+            Some(index) => send(index),
             None => StoreError::UnexpectedResult(format!("no such attack: {id}")),
         },
     }

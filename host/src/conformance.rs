@@ -30,23 +30,26 @@ fn mismatch(what: &str, expected: &str, got: &Value) -> StoreError {
 /// `value` as the WIT type `ty`.
 pub(crate) fn to_val(ty: &Type, value: &Value, what: &str) -> Result<Val, StoreError> {
     let int = |v: &Value| v.as_i64().ok_or_else(|| mismatch(what, "an integer", v));
-    let unsigned = |v: &Value| v.as_u64().ok_or_else(|| mismatch(what, "an unsigned integer", v));
+    let unsigned = |v: &Value| {
+        v.as_u64()
+            .ok_or_else(|| mismatch(what, "an unsigned integer", v))
+    };
     Ok(match ty {
         Type::Bool => Val::Bool(
             value
                 .as_bool()
                 .ok_or_else(|| mismatch(what, "a boolean", value))?,
         ),
-        Type::S32 => Val::S32(
-            i32::try_from(int(value)?).map_err(|_| mismatch(what, "an s32", value))?,
-        ),
+        Type::S32 => {
+            Val::S32(i32::try_from(int(value)?).map_err(|_| mismatch(what, "an s32", value))?)
+        }
         Type::S64 => Val::S64(int(value)?),
-        Type::U8 => Val::U8(
-            u8::try_from(unsigned(value)?).map_err(|_| mismatch(what, "a u8", value))?,
-        ),
-        Type::U32 => Val::U32(
-            u32::try_from(unsigned(value)?).map_err(|_| mismatch(what, "a u32", value))?,
-        ),
+        Type::U8 => {
+            Val::U8(u8::try_from(unsigned(value)?).map_err(|_| mismatch(what, "a u8", value))?)
+        }
+        Type::U32 => {
+            Val::U32(u32::try_from(unsigned(value)?).map_err(|_| mismatch(what, "a u32", value))?)
+        }
         Type::U64 => Val::U64(unsigned(value)?),
         Type::Float64 => Val::Float64(
             value
@@ -100,7 +103,10 @@ pub(crate) fn to_val(ty: &Type, value: &Value, what: &str) -> Result<Val, StoreE
             for field in record.fields() {
                 let field_value = object.get(field.name).unwrap_or(&Value::Null);
                 let inner = format!("{what}.{}", field.name);
-                fields.push((field.name.to_owned(), to_val(&field.ty, field_value, &inner)?));
+                fields.push((
+                    field.name.to_owned(),
+                    to_val(&field.ty, field_value, &inner)?,
+                ));
             }
             Val::Record(fields)
         }
@@ -266,7 +272,10 @@ fn type_json(ty: &Type) -> Value {
                 .map(|c| serde_json::json!({ "name": c.name, "type": c.ty.as_ref().map(type_json) }))
                 .collect::<Vec<_>>() }),
         ),
-        Type::Option(option) => kind("option", serde_json::json!({ "some": type_json(&option.ty()) })),
+        Type::Option(option) => kind(
+            "option",
+            serde_json::json!({ "some": type_json(&option.ty()) }),
+        ),
         Type::Result(result) => kind(
             "result",
             serde_json::json!({

@@ -44,6 +44,8 @@ mod session;
 mod sqlx;
 mod store;
 
+#[cfg(feature = "sqlx")]
+pub use self::sqlx::SqlxDriver;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use driver::{
     PrepareFuture, QueryFuture, RowSet, SqlDriver, SqlError, SqlValue, is_data_statement,
@@ -55,8 +57,6 @@ pub use inspect::{ComponentWorld, component_world};
 pub use layer::{MissingSessionLayer, SessionHandle, SessionLayer, SessionService};
 pub use postgres::{PostgresDriver, PostgresError, PostgresOptions, StatementMode};
 pub use role::{DEFAULT_RUNTIME_ROLE, RoleError, RuntimeRole, SESSIONS_SCHEMA, SESSIONS_TABLE};
-#[cfg(feature = "sqlx")]
-pub use self::sqlx::SqlxDriver;
 pub use session::{Concurrency, Config, Expiry, SameSite, Session, UserSession};
 pub use store::{
     BUNDLED_COMPONENT, CleanupProgress, DEFAULT_CALL_TIMEOUT, DEFAULT_CLEANUP_BATCH,

@@ -721,7 +721,9 @@ impl SessionStore {
                 })
                 .and_then(|index| instance.raw.get_func(&mut *store, index));
             let Some(func) = func else {
-                return Ok(Err(StoreError::InvalidData(format!("no export named {name}"))));
+                return Ok(Err(StoreError::InvalidData(format!(
+                    "no export named {name}"
+                ))));
             };
             let ty = func.ty(&*store);
             let params: Vec<_> = ty.params().map(|(n, t)| (n.to_owned(), t)).collect();

@@ -1251,7 +1251,9 @@ mod through_pgbouncer {
     use std::fmt::Write as _;
 
     use serde_json::Value;
-    use wasm_sessions::{ManualClock, PostgresDriver, PostgresOptions, SessionStore, StatementMode};
+    use wasm_sessions::{
+        ManualClock, PostgresDriver, PostgresOptions, SessionStore, StatementMode,
+    };
     use wasm_sessions_tests::TestDb;
     use wasm_sessions_tests::pgbouncer::PgBouncer;
 
@@ -1318,7 +1320,11 @@ mod through_pgbouncer {
         for scenario in &suite.scenarios {
             if let Err(failure) = super::run_scenario(&harness, &suite, scenario).await {
                 failed += 1;
-                let _ = write!(failures, "\n{file}.json / {:?} / {failure}\n", scenario.name);
+                let _ = write!(
+                    failures,
+                    "\n{file}.json / {:?} / {failure}\n",
+                    scenario.name
+                );
             }
         }
         assert!(

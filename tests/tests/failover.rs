@@ -32,6 +32,9 @@ const BACKOFF: Duration = Duration::from_millis(100);
 
 type Data = BTreeMap<String, Value>;
 
+/// A write that failed: the session's token and every content it may hold now.
+type Uncertain = (String, Vec<Data>);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Op {
     Create,
@@ -98,7 +101,7 @@ async fn worker(
             _ => Op::Create,
         };
         let started = Instant::now();
-        let outcome: Result<bool, (StoreError, Option<(String, Vec<Data>)>)> = match op {
+        let outcome: Result<bool, (StoreError, Option<Uncertain>)> = match op {
             Op::Create => {
                 let mut session = store.new_session().await.expect("a new session (no SQL)");
                 session.insert("worker", index).expect("JSON");

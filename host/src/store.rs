@@ -498,6 +498,7 @@ impl std::fmt::Debug for SessionStore {
 
 /// How the request's session cookie turned out ([`SessionStore::load_from_cookie`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "tower"), allow(dead_code))]
 pub(crate) enum CookieState {
     /// No session cookie.
     Absent,
@@ -508,6 +509,7 @@ pub(crate) enum CookieState {
 }
 
 /// The session of one HTTP request.
+#[cfg_attr(not(feature = "tower"), allow(dead_code))]
 pub(crate) struct RequestSession {
     pub(crate) session: Session,
     pub(crate) cookie: CookieState,
@@ -515,6 +517,7 @@ pub(crate) struct RequestSession {
 }
 
 /// What [`SessionStore::commit`] did.
+#[cfg_attr(not(feature = "tower"), allow(dead_code))]
 pub(crate) struct CommitOutcome {
     pub(crate) session: Option<Session>,
     pub(crate) set_cookie: Option<String>,
@@ -816,6 +819,7 @@ impl SessionStore {
     }
 
     /// The session a request's `Cookie` header names, or a fresh unsaved one (one guest call).
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
     pub(crate) async fn load_from_cookie(
         &self,
         header: &str,

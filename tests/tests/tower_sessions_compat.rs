@@ -9,7 +9,8 @@
 //!
 //! The `different_*` tests pin each difference we keep on purpose (hashed tokens, optimistic concurrency,
 //! idle plus absolute deadlines, automatic rotation at login, the default cookie lifetime, ...), so that a
-//! change which would surprise a migrating user fails here first. `tests/TOWER_SESSIONS.md` explains them.
+//! change which would surprise a migrating user fails here first. The README's section "Coming from
+//! tower-sessions" explains them.
 //!
 //! Not shared and not meant to be (nothing to pin): tower-sessions' `Session::id()` returns the raw
 //! session id, ours has no way to read the token (`handle()` is its SHA-256, see

@@ -50,8 +50,8 @@ pub enum StatementMode {
     /// casts its parameters explicitly; the cast converts a value of another kind where PostgreSQL has
     /// that cast (e.g. text `'1'` to `bigint`; [`SqlError::BadParameter`] where it has none) instead of
     /// the value being refused unsent, a `timestamp` cast of a timestamp depends on the session's time
-    /// zone, and a surplus parameter is not refused. A result without rows has no column names. [`SqlDriver::prepare`] prepares and closes the statement inside a transaction, so that it
-    /// stays on one server connection.
+    /// zone, and a surplus parameter is not refused. [`SqlDriver::prepare`] prepares and closes the
+    /// statement inside a transaction, so that it stays on one server connection.
     Unnamed,
 }
 

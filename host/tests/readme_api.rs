@@ -56,7 +56,9 @@ fn inherent_methods(source: &str, api: &mut Api) {
             current = None;
         }
         let Some(ty) = &current else { continue };
-        let Some(rest) = line.strip_prefix("    pub ") else { continue };
+        let Some(rest) = line.strip_prefix("    pub ") else {
+            continue;
+        };
         let rest = rest.strip_prefix("const ").unwrap_or(rest);
         let rest = rest.strip_prefix("async ").unwrap_or(rest);
         if let Some(name) = rest.strip_prefix("fn ") {
@@ -77,7 +79,10 @@ fn code_api(host: &Path) -> Api {
     for entry in fs::read_dir(host.join("src")).expect("src/") {
         let path = entry.expect("a directory entry").path();
         if path.extension().is_some_and(|ext| ext == "rs") {
-            inherent_methods(&fs::read_to_string(&path).expect("a source file"), &mut methods);
+            inherent_methods(
+                &fs::read_to_string(&path).expect("a source file"),
+                &mut methods,
+            );
         }
     }
     exported
@@ -99,7 +104,9 @@ fn readme_api(readme: &str) -> Api {
         .expect("README.md has a `<!-- public-api:end -->` marker");
     let mut api = Api::new();
     for line in readme[start..end].lines() {
-        let Some(item) = line.strip_prefix("- `") else { continue };
+        let Some(item) = line.strip_prefix("- `") else {
+            continue;
+        };
         let (name, rest) = item.split_once('`').expect("a name in backticks");
         let mut methods = BTreeSet::new();
         if let Some(list) = rest.strip_prefix(':') {

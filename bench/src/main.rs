@@ -27,7 +27,7 @@ use tower_sessions_core::session::{Id, Record};
 use tower_sessions_sqlx_store::PostgresStore;
 use wasm_sessions::{
     BUNDLED_COMPONENT, Concurrency, Isolation, PostgresDriver, PostgresOptions, Session,
-    SessionStore, StoreError,
+    SessionStore, SqlDriver, SqlxDriver, StoreError,
 };
 use wasm_sessions_bench::native::{NativeSession, NativeStore};
 use wasm_sessions_tests::TestDb;
@@ -184,6 +184,8 @@ enum Implementation {
     ComponentReuse,
     /// The component with a fresh instance per call.
     ComponentFresh,
+    /// The component with warm instances on `SqlxDriver`, over a sqlx `PgPool` like the peer's.
+    ComponentSqlx,
     /// Plain Rust, the same SQL on the same kind of pool.
     Native,
     /// tower-sessions-sqlx-store.
@@ -191,9 +193,10 @@ enum Implementation {
 }
 
 impl Implementation {
-    const ALL: [Implementation; 4] = [
+    const ALL: [Implementation; 5] = [
         Implementation::ComponentReuse,
         Implementation::ComponentFresh,
+        Implementation::ComponentSqlx,
         Implementation::Native,
         Implementation::Peer,
     ];
@@ -202,6 +205,7 @@ impl Implementation {
         match self {
             Implementation::ComponentReuse => "component (reuse)",
             Implementation::ComponentFresh => "component (fresh)",
+            Implementation::ComponentSqlx => "component (sqlx)",
             Implementation::Native => "native",
             Implementation::Peer => "tower-sessions",
         }
@@ -244,6 +248,8 @@ impl Operation {
 struct Targets {
     reuse: SessionStore,
     fresh: SessionStore,
+    /// The component on `SqlxDriver` (warm instances), on the same rows as `reuse`.
+    sqlx: SessionStore,
     native: NativeStore,
     peer: PostgresStore,
     /// Stored by the component (reuse and fresh share them).
@@ -286,11 +292,13 @@ impl Targets {
             other => other,
         };
         match which {
-            Implementation::ComponentReuse | Implementation::ComponentFresh => {
-                let store = if which == Implementation::ComponentReuse {
-                    &self.reuse
-                } else {
-                    &self.fresh
+            Implementation::ComponentReuse
+            | Implementation::ComponentFresh
+            | Implementation::ComponentSqlx => {
+                let store = match which {
+                    Implementation::ComponentFresh => &self.fresh,
+                    Implementation::ComponentSqlx => &self.sqlx,
+                    _ => &self.reuse,
                 };
                 match op {
                     Operation::Load => {
@@ -379,6 +387,8 @@ struct Ratio {
     concurrency: usize,
     reuse_vs_native: f64,
     reuse_vs_peer: f64,
+    sqlx_vs_native: f64,
+    sqlx_vs_peer: f64,
     fresh_vs_native: f64,
     fresh_vs_peer: f64,
 }
@@ -468,8 +478,8 @@ async fn setup(
         .transpose()?;
     // "save" writes a copy of a stored session over and over, as tower-sessions does: a blind write,
     // i.e. last-write-wins (under the default optimistic concurrency the stale copy would conflict).
-    let builder = |isolation| {
-        let mut builder = SessionStore::builder(PostgresDriver::connect(&db.url, options)?)
+    let builder = |driver: Arc<dyn SqlDriver>, isolation| {
+        let mut builder = SessionStore::builder_shared(driver)
             .isolation(isolation)
             .configure(|c| c.concurrency = Concurrency::LastWriteWins);
         if let Some(dir) = cache_dir {
@@ -483,12 +493,23 @@ async fn setup(
         }
         anyhow::Ok(builder)
     };
-    let reuse = builder(Isolation::ReuseInstances {
+    let reuse_instances = Isolation::ReuseInstances {
         max_idle: options.pool_size,
-    })?
-    .build()
-    .await?;
-    let fresh = builder(Isolation::FreshInstancePerCall)?.build().await?;
+    };
+    let postgres = || anyhow::Ok(Arc::new(PostgresDriver::connect(&db.url, options)?));
+    let reuse = builder(postgres()?, reuse_instances)?.build().await?;
+    let fresh = builder(postgres()?, Isolation::FreshInstancePerCall)?
+        .build()
+        .await?;
+    // The component over sqlx: a pool like the peer's, as the runtime role.
+    let runtime_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(u32::try_from(options.pool_size)?)
+        .connect(&db.url)
+        .await
+        .context("connecting the runtime role's sqlx pool")?;
+    let sqlx = builder(Arc::new(SqlxDriver::new(runtime_pool)), reuse_instances)?
+        .build()
+        .await?;
     let native = NativeStore::new(
         Arc::new(PostgresDriver::connect(&db.url, options)?),
         reuse.config(),
@@ -535,6 +556,7 @@ async fn setup(
     Ok(Targets {
         reuse,
         fresh,
+        sqlx,
         native,
         peer,
         sessions,
@@ -901,6 +923,7 @@ fn ratios(cells: &[Cell]) -> Vec<Ratio> {
         for c in [1, 16] {
             let reuse = find(op, c, Implementation::ComponentReuse);
             let fresh = find(op, c, Implementation::ComponentFresh);
+            let sqlx = find(op, c, Implementation::ComponentSqlx);
             let native = find(op, c, Implementation::Native);
             let peer = find(op, c, Implementation::Peer);
             out.push(Ratio {
@@ -908,6 +931,8 @@ fn ratios(cells: &[Cell]) -> Vec<Ratio> {
                 concurrency: c,
                 reuse_vs_native: reuse / native,
                 reuse_vs_peer: reuse / peer,
+                sqlx_vs_native: sqlx / native,
+                sqlx_vs_peer: sqlx / peer,
                 fresh_vs_native: fresh / native,
                 fresh_vs_peer: fresh / peer,
             });
@@ -1173,16 +1198,18 @@ fn print_report(r: &Report) {
         );
     }
     println!(
-        "\n| operation | c | reuse / native | reuse / tower-sessions | fresh / native | fresh / tower-sessions |"
+        "\n| operation | c | reuse / native | reuse / tower-sessions | sqlx / native | sqlx / tower-sessions | fresh / native | fresh / tower-sessions |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for x in r.ratios.iter().filter(|x| !x.reuse_vs_native.is_nan()) {
         println!(
-            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
             x.operation.label(),
             x.concurrency,
             x.reuse_vs_native,
             x.reuse_vs_peer,
+            x.sqlx_vs_native,
+            x.sqlx_vs_peer,
             x.fresh_vs_native,
             x.fresh_vs_peer
         );

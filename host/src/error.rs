@@ -160,6 +160,10 @@ pub enum BuildError {
     /// The component is not valid or does not match the `session-store` world.
     #[error("could not load the session component")]
     Component(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// The component implements another version of the contract than this host
+    /// ([`CONTRACT`](crate::CONTRACT)), or imports an interface this host does not provide.
+    #[error("incompatible session component: {0}")]
+    Contract(String),
     /// The component declares statements the host will not record (too many, too long, or not data
     /// statements).
     #[error("the component's declared statements are refused: {0}")]

@@ -52,7 +52,7 @@ pub use driver::{
 };
 pub use entropy::{EntropyError, EntropySource, OsEntropy};
 pub use error::{BuildError, HttpAnswer, StoreError};
-pub use inspect::{ComponentWorld, component_world};
+pub use inspect::{CONTRACT, ComponentWorld, component_world};
 #[cfg(feature = "tower")]
 pub use layer::{MissingSessionLayer, SessionHandle, SessionLayer, SessionService};
 pub use postgres::{PostgresDriver, PostgresError, PostgresOptions, StatementMode};

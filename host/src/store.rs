@@ -25,6 +25,7 @@ use crate::driver::{SqlDriver, is_data_statement};
 use crate::entropy::{EntropySource, OsEntropy};
 use crate::error::{BuildError, StoreError};
 use crate::host::{DeadlinePassed, Declared, Grants, HostState};
+use crate::inspect::{check_contract, world_of};
 use crate::session::{Config, Expiry, Session, UserSession};
 
 /// The session component built into this library (the `guest/` crate compiled to a component).
@@ -216,7 +217,8 @@ impl SessionStoreBuilder {
     ///
     /// # Errors
     /// [`BuildError::UnsafeCacheDir`], [`BuildError::Engine`], [`BuildError::Component`] (not a valid
-    /// `session-store` component), [`BuildError::Statements`], or [`BuildError::Config`] naming the
+    /// `session-store` component), [`BuildError::Contract`] (a component of another contract version,
+    /// or one that imports what this host does not provide), [`BuildError::Statements`], or [`BuildError::Config`] naming the
     /// configuration rule that failed.
     pub async fn build(self) -> Result<SessionStore, BuildError> {
         let cache = match &self.cache_dir {
@@ -226,6 +228,7 @@ impl SessionStoreBuilder {
         let engine = engine(self.max_instances, cache).map_err(BuildError::engine)?;
         let bytes = self.component.as_deref().unwrap_or(BUNDLED_COMPONENT);
         let component = Component::new(&engine, bytes).map_err(BuildError::component)?;
+        check_contract(&world_of(&engine, &component))?;
         let mut linker = Linker::<HostState>::new(&engine);
         GuestWorld::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
             .map_err(BuildError::component)?;

@@ -500,8 +500,8 @@ impl std::fmt::Debug for SessionStore {
 }
 
 /// How the request's session cookie turned out ([`SessionStore::load_from_cookie`]).
+#[cfg(feature = "tower")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(not(feature = "tower"), allow(dead_code))]
 pub(crate) enum CookieState {
     /// No session cookie.
     Absent,
@@ -512,7 +512,7 @@ pub(crate) enum CookieState {
 }
 
 /// The session of one HTTP request.
-#[cfg_attr(not(feature = "tower"), allow(dead_code))]
+#[cfg(feature = "tower")]
 pub(crate) struct RequestSession {
     pub(crate) session: Session,
     pub(crate) cookie: CookieState,
@@ -520,9 +520,10 @@ pub(crate) struct RequestSession {
 }
 
 /// What [`SessionStore::commit`] did.
-#[cfg_attr(not(feature = "tower"), allow(dead_code))]
 pub(crate) struct CommitOutcome {
     pub(crate) session: Option<Session>,
+    /// The `Set-Cookie` value, for the layer's response.
+    #[cfg(feature = "tower")]
     pub(crate) set_cookie: Option<String>,
 }
 
@@ -822,7 +823,7 @@ impl SessionStore {
     }
 
     /// The session a request's `Cookie` header names, or a fresh unsaved one (one guest call).
-    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
+    #[cfg(feature = "tower")]
     pub(crate) async fn load_from_cookie(
         &self,
         header: &str,
@@ -861,6 +862,7 @@ impl SessionStore {
             .map_err(store_error_from_wit)?;
         Ok(CommitOutcome {
             session: outcome.session.map(session_from_wit).transpose()?,
+            #[cfg(feature = "tower")]
             set_cookie: outcome.set_cookie,
         })
     }

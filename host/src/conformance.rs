@@ -20,7 +20,7 @@ use wasmtime::component::{Component, Val};
 use crate::error::StoreError;
 
 /// The interface every store export lives in.
-pub const STORE_INTERFACE: &str = "wasm-sessions:store/store@0.2.0";
+pub(crate) use crate::inspect::STORE_INTERFACE;
 
 /// A JSON argument or result that does not fit the export's WIT type.
 fn mismatch(what: &str, expected: &str, got: &Value) -> StoreError {

@@ -5,13 +5,26 @@ use wasmtime::component::Component;
 
 use crate::error::BuildError;
 
+/// The contract's version, written once: [`CONTRACT`] and the interface names below are built from it.
+macro_rules! contract_version {
+    () => {
+        "0.2.0"
+    };
+}
+
 /// The WIT package this host implements (`wit/store.wit`). A component is accepted when it exports the
 /// `store` interface of exactly this version and imports nothing but its `sql`, `entropy` and `clock`
 /// interfaces of this version. The version rule is in `wit/store.wit`.
-pub const CONTRACT: &str = "wasm-sessions:store@0.2.0";
+pub const CONTRACT: &str = concat!("wasm-sessions:store@", contract_version!());
+
+/// The exported `store` interface's full name, e.g. for looking up an export by name.
+pub(crate) const STORE_INTERFACE: &str = concat!("wasm-sessions:store/store@", contract_version!());
 
 /// The package's name, without the version.
 const PACKAGE: &str = "wasm-sessions:store";
+
+/// The version part of [`CONTRACT`].
+const VERSION: &str = contract_version!();
 
 /// The interfaces the host provides, by name within the package.
 const PROVIDED: [&str; 3] = ["sql", "entropy", "clock"];
@@ -36,15 +49,10 @@ impl ComponentWorld {
     }
 }
 
-/// The version part of [`CONTRACT`].
-fn host_version() -> &'static str {
-    CONTRACT.rsplit('@').next().unwrap_or(CONTRACT)
-}
-
 /// Refuses a component whose contract this host does not implement, naming both versions or the
 /// interface it cannot supply.
 pub(crate) fn check_contract(world: &ComponentWorld) -> Result<(), BuildError> {
-    let version = host_version();
+    let version = VERSION;
     let Some(found) = world.contract_version() else {
         return Err(BuildError::Contract(format!(
             "the component does not export {PACKAGE}/store (its exports: {}); this host implements {CONTRACT}",
@@ -107,7 +115,6 @@ pub(crate) fn world_of(engine: &Engine, component: &Component) -> ComponentWorld
 mod tests {
     use super::*;
     use crate::BUNDLED_COMPONENT;
-    use crate::conformance::STORE_INTERFACE;
 
     #[test]
     fn the_wit_package_the_bundled_component_and_the_host_name_one_contract() {
@@ -118,11 +125,8 @@ mod tests {
             "wit/store.wit does not declare `package {CONTRACT};`"
         );
         let world = component_world(BUNDLED_COMPONENT).expect("the bundled component");
-        assert_eq!(world.contract_version(), Some(host_version()));
-        assert_eq!(
-            STORE_INTERFACE,
-            format!("{PACKAGE}/store@{}", host_version())
-        );
+        assert_eq!(world.contract_version(), Some(VERSION));
+        assert_eq!(STORE_INTERFACE, format!("{PACKAGE}/store@{}", VERSION));
         check_contract(&world).expect("the bundled component is accepted");
     }
 

@@ -1,7 +1,7 @@
 //! The generated bindings for the `session-store` world; nothing outside this crate sees them.
 
 wasmtime::component::bindgen!({
-    path: "../wit",
+    path: "wit",
     world: "session-store",
     imports: {
         // SQL waits on the database: async, so a waiting guest holds no runtime thread.

@@ -118,7 +118,7 @@ mod tests {
 
     #[test]
     fn the_wit_package_the_bundled_component_and_the_host_name_one_contract() {
-        let wit = include_str!("../../wit/store.wit");
+        let wit = include_str!("../wit/store.wit");
         assert!(
             wit.lines()
                 .any(|line| line == format!("package {CONTRACT};")),

@@ -102,7 +102,7 @@ impl std::fmt::Debug for PostgresDriver {
 }
 
 mod embedded {
-    refinery::embed_migrations!("../migrations");
+    refinery::embed_migrations!("migrations");
 }
 
 impl PostgresDriver {

@@ -3,8 +3,10 @@
 // capped at the guest memory limit.
 
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 import { DEFAULT_MEMORY_LIMIT, capMemories } from './wasm-limits.js';
 
@@ -21,12 +23,44 @@ export const TRANSPILE_OPTIONS = Object.freeze({
   quiet: true,
 });
 
+/** Where the packed package keeps the component's pre-transpiled bindings (written by `npm pack`). */
+const BUNDLED_DIR = new URL('../component/transpiled/', import.meta.url);
+
+/**
+ * The directory of the component bindings bundled in this package (transpiled when it was packed), or
+ * `null` when there are none (a repository checkout: `npm pack` writes them, in its `prepack` step).
+ * `createStore` uses them when given no `component`.
+ */
+export function bundledComponentDir() {
+  const dir = fileURLToPath(BUNDLED_DIR);
+  // Written last by `transpileToDirectory`: its presence marks a complete directory.
+  return existsSync(path.join(dir, 'jco-options.json')) ? dir : null;
+}
+
+/** jco's `transpile`, or a clear error when the optional peer dependency is not installed. */
+async function loadJco() {
+  try {
+    return await import('@bytecodealliance/jco');
+  } catch (error) {
+    if (error?.code === 'ERR_MODULE_NOT_FOUND' && String(error.message).includes('@bytecodealliance/jco')) {
+      throw new Error(
+        'transpiling a component needs @bytecodealliance/jco 1.35 (an optional peer dependency of ' +
+          '@wasm-sessions/node): install it (`npm install @bytecodealliance/jco@~1.35.0`), or pass ' +
+          '{ dir } of bindings transpiled beforehand, or no component at all to use the bundled one',
+        { cause: error },
+      );
+    }
+    throw error;
+  }
+}
+
 /**
  * Transpiles the component `bytes` with jco (in memory) and returns its files: `{ name: Uint8Array }`.
- * jco is loaded only here, so a host that loads pre-transpiled bindings never needs it.
+ * jco is loaded only here, so a host that loads pre-transpiled bindings (`{ dir }`, or the bundled ones)
+ * never needs it; without it this fails with an error saying to install it.
  */
 export async function transpileComponent(bytes) {
-  const { transpile } = await import('@bytecodealliance/jco');
+  const { transpile } = await loadJco();
   const { files, imports } = await transpile(toBytes(bytes), { ...TRANSPILE_OPTIONS });
   const expected = ['wasm-sessions:store/clock', 'wasm-sessions:store/entropy', 'wasm-sessions:store/sql'];
   const unexpected = imports.filter((name) => !expected.includes(name.replace(/@[^@]*$/, '')));

@@ -7,7 +7,7 @@
 import { availableParallelism } from 'node:os';
 
 import { Bridge } from './bridge.js';
-import { loadComponent } from './component.js';
+import { bundledComponentDir, loadComponent } from './component.js';
 import { StoreError } from './errors.js';
 import {
   Session,
@@ -23,7 +23,13 @@ import { DEFAULT_MEMORY_LIMIT } from './wasm-limits.js';
 export { StoreError } from './errors.js';
 export { Session } from './session.js';
 export { isDataStatement } from './statements.js';
-export { loadComponent, transpileComponent, transpileToDirectory, transpileCached } from './component.js';
+export {
+  bundledComponentDir,
+  loadComponent,
+  transpileComponent,
+  transpileToDirectory,
+  transpileCached,
+} from './component.js';
 export { DEFAULT_MEMORY_LIMIT } from './wasm-limits.js';
 export { MAX_RANDOM_BYTES } from './bridge.js';
 
@@ -134,9 +140,11 @@ function requestSessionFromWit(wit) {
  * @param {object} options
  * @param {string | object} options.connection  the runtime role's connection string (node-postgres
  *   URL form) or a node-postgres client config; `connectionString` is accepted as an alias
- * @param {string | Uint8Array | { dir: string }} options.component  the component: a `.wasm` path or its
- *   bytes (transpiled with jco now) or `{ dir }` of bindings written by `transpileToDirectory`; loaded
- *   bindings may be passed as `loaded` instead (`loadComponent`'s result, to share one across stores)
+ * @param {string | URL | Uint8Array | ArrayBuffer | { dir: string }} [options.component]  the component: a
+ *   `.wasm` path or its bytes (transpiled with jco now) or `{ dir }` of bindings written by
+ *   `transpileToDirectory`; loaded bindings may be passed as `loaded` instead (`loadComponent`'s result,
+ *   to share one across stores). Neither: the bindings bundled in the package (`bundledComponentDir()`),
+ *   `invalid-config` when there are none
  * @param {object} [options.config]  configuration overrides, in JavaScript spelling (`cookieName`,
  *   `maxAge` seconds, `httpOnly`, `secure`, `sameSite`, `domain`, `path`, `idleTimeout` seconds or null,
  *   `maxDataBytes`, `concurrency`)
@@ -157,7 +165,7 @@ export async function createStore(options = {}) {
   const memoryLimit = options.memoryLimit ?? DEFAULT_MEMORY_LIMIT;
   const component =
     options.loaded ??
-    (await loadComponent(options.component ?? fail('createStore needs the component'), { memoryLimit }));
+    (await loadComponent(options.component ?? defaultComponent(), { memoryLimit }));
   const store = new Store({
     component,
     connection,
@@ -176,8 +184,18 @@ export async function createStore(options = {}) {
   return store;
 }
 
-function fail(message) {
-  throw new StoreError('invalid-config', message);
+/** The bundled bindings, when this copy of the package has them (a packed one does). */
+function defaultComponent() {
+  const dir = bundledComponentDir();
+  if (dir === null) {
+    throw new StoreError(
+      'invalid-config',
+      'createStore needs the component: pass `component` (a .wasm path, its bytes, or { dir } of ' +
+        'transpiled bindings) or `loaded`; this copy of @wasm-sessions/node bundles none (`npm pack` ' +
+        'bundles it)',
+    );
+  }
+  return { dir };
 }
 
 /** The session store: every operation runs in the component. Close it with `close()`. */

@@ -5,7 +5,9 @@
 //!
 //! As wasmtime's own `crates/test-programs/artifacts/build.rs` does: a nested cargo with its own target
 //! directory (sharing ours would deadlock on the build lock), without the outer build's RUSTFLAGS (coverage
-//! or sanitizer flags break the wasm build), and rerun-if-changed from the nested build's dep-info.
+//! or sanitizer flags break the wasm build), and rerun-if-changed from the nested build's dep-info. Paths
+//! are remapped, so the bytes depend only on the sources and the compiler (the host crate ships the
+//! component it produces, and a test rebuilds it and compares).
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -60,6 +62,7 @@ pub fn build_component(crate_dir: &Path, artifact: &str, watch: &[PathBuf]) -> P
     ] {
         build.env_remove(var);
     }
+    build.env("CARGO_ENCODED_RUSTFLAGS", reproducible_flags(crate_dir));
     let status = build
         .status()
         .unwrap_or_else(|e| panic!("could not run cargo to build a component: {e}"));
@@ -78,6 +81,24 @@ pub fn build_component(crate_dir: &Path, artifact: &str, watch: &[PathBuf]) -> P
         .unwrap_or_else(|e| panic!("could not write {}: {e}", component.display()));
     emit_dep_info(&release.join(format!("{artifact}.d")));
     component
+}
+
+/// Flags that keep machine paths out of the module (panic locations name source files), so the same
+/// sources and compiler give the same bytes in any checkout and on any machine: the guest's directory
+/// becomes `/guest`, cargo's home (the registry's sources) `/cargo`. Joined by 0x1f as
+/// `CARGO_ENCODED_RUSTFLAGS` wants.
+fn reproducible_flags(crate_dir: &Path) -> String {
+    let cargo_home = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
+    let mut flags = vec![format!(
+        "--remap-path-prefix={}=/guest",
+        crate_dir.display()
+    )];
+    if let Some(home) = cargo_home {
+        flags.push(format!("--remap-path-prefix={}=/cargo", home.display()));
+    }
+    flags.join("\x1f")
 }
 
 /// Turns a core module (built with `wit_bindgen::generate!`, which embeds the component type) into a

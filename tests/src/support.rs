@@ -267,13 +267,40 @@ impl Scratch {
 
 /// Sends SIGKILL to `target` (a pid, or `-pgid` for a group); whether `kill` succeeded.
 pub(crate) fn kill(target: &str) -> bool {
+    signal("-KILL", target)
+}
+
+/// Sends `signal` (`-KILL`, `-STOP`, ...) to `target` with kill(1); whether it succeeded.
+fn signal(signal: &str, target: &str) -> bool {
     Command::new("kill")
-        .args(["-KILL", "--", target])
+        .args([signal, "--", target])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// The processes whose parent is `pid` (from `/proc/<pid>/stat`; none where there is no `/proc`).
+pub(crate) fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&candidate| {
+            std::fs::read_to_string(format!("/proc/{candidate}/stat"))
+                .ok()
+                // `pid (comm) state ppid ...`: comm may hold spaces and parentheses, so split after
+                // the last `)`.
+                .and_then(|stat| {
+                    let (_, rest) = stat.rsplit_once(')')?;
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
 }
 
 /// The postmaster's pid, from the first line of `<data_dir>/postmaster.pid`.
@@ -289,15 +316,25 @@ pub(crate) fn postmaster_pid(data_dir: &Path) -> Option<u32> {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        for (_, child) in &self.children {
-            kill(&format!("-{}", child.id()));
-        }
+        // The servers first: killing the groups first would kill a postmaster that pg_autoctl started
+        // in its own group and orphan the postmaster's children before they can be found.
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for entry in entries.filter_map(Result::ok) {
                 if let Some(pid) = postmaster_pid(&entry.path()) {
+                    // Each server process is in a session of its own, and pg_auto_failover's
+                    // health-check worker outlives a killed postmaster (with the logger, whose pipe it
+                    // holds): stop the postmaster (so it starts no new child), kill its children by
+                    // pid, then it.
+                    signal("-STOP", &pid.to_string());
+                    for child in children_of(pid) {
+                        kill(&child.to_string());
+                    }
                     kill(&pid.to_string());
                 }
             }
+        }
+        for (_, child) in &self.children {
+            kill(&format!("-{}", child.id()));
         }
         for (_, child) in &mut self.children {
             // Killed above; reaped here (bounded: a process in uninterruptible sleep is left).

@@ -144,7 +144,8 @@ impl NativeStore {
     }
 
     /// Writes the session in one statement: a new one is inserted whole ([`sql::INSERT`]), a saved one
-    /// gets its changes ([`sql::UPDATE`], last-write-wins: no conditions), and the stored row comes back.
+    /// gets its changes ([`sql::UPDATE_KEYS`] for keys alone, else [`sql::UPDATE`]; last-write-wins: no
+    /// conditions), and the stored row comes back.
     ///
     /// # Errors
     /// [`StoreError::InvalidId`], [`StoreError::InvalidData`], [`StoreError::Expired`],
@@ -166,40 +167,59 @@ impl NativeStore {
                 }
             }
             let set = self.encode(&set)?;
-            let user = match (session.user_changed, session.user_id) {
-                (true, Some(user)) => SqlValue::Int64(user),
-                _ => SqlValue::Null,
-            };
-            let params = [
-                SqlValue::Bytes(hash.to_vec()),
-                SqlValue::Bytes(hash.to_vec()),
-                SqlValue::Timestamp(now),
-                SqlValue::Boolean(false),
-                SqlValue::TextArray(removed),
-                SqlValue::Json(set),
-                SqlValue::Boolean(session.user_changed),
-                user,
-                SqlValue::Boolean(false),
-                SqlValue::Null,
-                SqlValue::Boolean(false),
-                SqlValue::Null,
-                SqlValue::Null,
-                SqlValue::Null,
-                SqlValue::Null,
-                SqlValue::Null,
-                SqlValue::Null,
-                SqlValue::Null,
-                SqlValue::Null,
-                SqlValue::Null,
-                SqlValue::Null,
-                SqlValue::Boolean(false),
-                SqlValue::Null,
-                SqlValue::Boolean(false),
-                SqlValue::Null,
-                SqlValue::Null,
-                limit,
-            ];
-            self.query(sql::UPDATE, &params).await?
+            if !session.user_changed {
+                let params = [
+                    SqlValue::Bytes(hash.to_vec()),
+                    SqlValue::Timestamp(now),
+                    SqlValue::TextArray(removed),
+                    SqlValue::Json(set),
+                    SqlValue::Null,
+                    SqlValue::Null,
+                    SqlValue::Null,
+                    SqlValue::Null,
+                    SqlValue::Null,
+                    SqlValue::Null,
+                    SqlValue::Boolean(false),
+                    SqlValue::Null,
+                    limit,
+                ];
+                self.query(sql::UPDATE_KEYS, &params).await?
+            } else {
+                let user = match (session.user_changed, session.user_id) {
+                    (true, Some(user)) => SqlValue::Int64(user),
+                    _ => SqlValue::Null,
+                };
+                let params = [
+                    SqlValue::Bytes(hash.to_vec()),
+                    SqlValue::Bytes(hash.to_vec()),
+                    SqlValue::Timestamp(now),
+                    SqlValue::Boolean(false),
+                    SqlValue::TextArray(removed),
+                    SqlValue::Json(set),
+                    SqlValue::Boolean(session.user_changed),
+                    user,
+                    SqlValue::Boolean(false),
+                    SqlValue::Null,
+                    SqlValue::Boolean(false),
+                    SqlValue::Null,
+                    SqlValue::Null,
+                    SqlValue::Null,
+                    SqlValue::Null,
+                    SqlValue::Null,
+                    SqlValue::Null,
+                    SqlValue::Null,
+                    SqlValue::Null,
+                    SqlValue::Null,
+                    SqlValue::Null,
+                    SqlValue::Boolean(false),
+                    SqlValue::Null,
+                    SqlValue::Boolean(false),
+                    SqlValue::Null,
+                    SqlValue::Null,
+                    limit,
+                ];
+                self.query(sql::UPDATE, &params).await?
+            }
         } else {
             let data = self.encode(&session.data)?;
             let absolute = session.absolute_expires_at.min(

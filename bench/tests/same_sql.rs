@@ -101,6 +101,10 @@ async fn the_component_sends_the_bench_statements() {
 
     session.set("k", "w");
     store.save(&mut session).await.unwrap();
+    assert_eq!(driver.take_statements(), [sql::UPDATE_KEYS]);
+
+    session.set_user(7);
+    store.save(&mut session).await.unwrap();
     assert_eq!(driver.take_statements(), [sql::UPDATE]);
 
     store.load(session.id()).await.unwrap();

@@ -14,8 +14,8 @@ use crate::{data, session, token};
 
 use statements::{
     CLEANUP_BATCH, COUNT_EXPIRED, DELETE, DELETE_USER_SESSIONS, DELETE_USER_SESSIONS_EXCEPT,
-    INSERT, LOAD, REVOKE, STATEMENTS, Statement, TOUCH, UPDATE, USER_SESSIONS, WHY_NOT_INSERTED,
-    WHY_NOT_UPDATED,
+    INSERT, LOAD, REVOKE, STATEMENTS, Statement, TOUCH, UPDATE, UPDATE_KEYS, USER_SESSIONS,
+    WHY_NOT_INSERTED, WHY_NOT_UPDATED,
 };
 
 /// The largest `limit` `cleanup-batch` accepts: one statement never locks more rows than this.
@@ -188,7 +188,34 @@ pub mod statements {
         columns: SESSION_COLUMNS,
     };
 
-    /// Why [`UPDATE`] wrote nothing: the state of row `$1` and the size its data would have had with
+    /// Applies a request's changes to stored session `$1` at time `$2` when they are key changes alone
+    /// (keys `$3` removed, then `$4` set; no clear, no new user, label, expiry or token), under the
+    /// key-level conditions only: [`UPDATE`] narrowed to what most saves change, so that PostgreSQL
+    /// evaluates only these (a save's cost is mostly its statement); see `UpdatePlan::keys_params`.
+    pub const UPDATE_KEYS: Statement = Statement {
+        index: 13,
+        name: "update-keys",
+        text: concat!(
+            "UPDATE wasm_sessions.sessions AS s SET data = (s.data - $3::text[]) || $4::jsonb, \
+             expires_at = CASE WHEN $5::timestamptz IS NOT NULL \
+             AND s.expiry_mode IS NOT DISTINCT FROM $6::text \
+             AND s.expiry_value IS NOT DISTINCT FROM $7::bigint \
+             THEN GREATEST(s.expires_at, LEAST($5::timestamptz, COALESCE(s.absolute_expires_at, s.expires_at))) \
+             ELSE s.expires_at END, \
+             updated_at = $2::timestamptz, version = s.version + 1 \
+             WHERE s.id_hash = $1::bytea AND s.expires_at > $2::timestamptz \
+             AND ($8::bigint IS NULL OR s.version = $8::bigint) \
+             AND ($9::jsonb IS NULL OR NOT EXISTS (SELECT 1 FROM jsonb_each($9::jsonb) AS e \
+             WHERE s.data -> e.key IS DISTINCT FROM e.value)) \
+             AND ($10::text[] IS NULL OR NOT (s.data ?| $10::text[])) \
+             AND (NOT $11::boolean OR s.user_id IS NOT DISTINCT FROM $12::bigint) \
+             AND octet_length(((s.data - $3::text[]) || $4::jsonb)::text) <= $13::bigint RETURNING ",
+            session_columns!()
+        ),
+        columns: SESSION_COLUMNS,
+    };
+
+    /// Why [`UPDATE`] or [`UPDATE_KEYS`] wrote nothing: the state of row `$1` and the size its data would have had with
     /// the changes (`$2` cleared, `$3` keys removed, `$4` keys set).
     pub const WHY_NOT_UPDATED: Statement = Statement {
         index: 5,
@@ -269,7 +296,7 @@ pub mod statements {
     };
 
     /// Every statement above: what `statements()` declares, in index order.
-    pub const STATEMENTS: [Statement; 13] = [
+    pub const STATEMENTS: [Statement; 14] = [
         LOAD,
         TOUCH,
         INSERT,
@@ -283,6 +310,7 @@ pub mod statements {
         USER_SESSIONS,
         DELETE_USER_SESSIONS,
         DELETE_USER_SESSIONS_EXCEPT,
+        UPDATE_KEYS,
     ];
 }
 
@@ -724,13 +752,7 @@ impl UpdatePlan {
             }
             None => (false, SqlValue::Null, SqlValue::Null, SqlValue::Null),
         };
-        let (slide, slide_mode, slide_value) = match &self.slide {
-            Some((deadline, expiry)) => {
-                let (mode, value) = expiry_columns(expiry.as_ref());
-                (SqlValue::Timestamp(*deadline), mode, value)
-            }
-            None => (SqlValue::Null, SqlValue::Null, SqlValue::Null),
-        };
+        let (slide, slide_mode, slide_value) = self.slide_params();
         let (expected_mode, expected_value) = match &self.expect_expiry {
             Some(expiry) => expiry_columns(expiry.as_ref()),
             None => (SqlValue::Null, SqlValue::Null),
@@ -772,6 +794,63 @@ impl UpdatePlan {
         ]
     }
 
+    /// Whether [`UPDATE_KEYS`] can apply this plan moving the session to id hash `hash`: it changes
+    /// keys alone, keeps the token, and its conditions are at most the version and keys' values.
+    fn keys_only(&self, hash: &[u8; 32]) -> bool {
+        !self.cleared
+            && self.user.is_none()
+            && self.label.is_none()
+            && self.expiry.is_none()
+            && self.expect_data.is_none()
+            && self.expect_expiry.is_none()
+            && self.old_hash == *hash
+    }
+
+    /// The parameters of [`UPDATE_KEYS`] at `now` (for a plan that is [`keys_only`](Self::keys_only)):
+    ///
+    /// | | |
+    /// | --- | --- |
+    /// | `$1` `$2` | id hash, now |
+    /// | `$3` `$4` | keys removed (`text[]`), keys set (a `jsonb` object) |
+    /// | `$5` .. `$7` | slid idle deadline (null: none) and the mode, value it assumes stored |
+    /// | `$8` | `strict`: the version loaded (null otherwise) |
+    /// | `$9` `$10` | `merge`: keys with their values, keys absent (null: no check) |
+    /// | `$11` `$12` | `merge`: check the user, the user loaded |
+    /// | `$13` | the data limit in bytes of JSONB text |
+    fn keys_params(&self, now: i64, limit: u32) -> Vec<SqlValue> {
+        let (slide, slide_mode, slide_value) = self.slide_params();
+        vec![
+            bytes(&self.old_hash),
+            SqlValue::Timestamp(now),
+            SqlValue::TextArray(self.removed.clone()),
+            SqlValue::Json(self.set.clone()),
+            slide,
+            slide_mode,
+            slide_value,
+            self.version.map_or(SqlValue::Null, version_param),
+            self.expect_values
+                .clone()
+                .map_or(SqlValue::Null, SqlValue::Json),
+            self.expect_absent
+                .clone()
+                .map_or(SqlValue::Null, SqlValue::TextArray),
+            SqlValue::Boolean(self.expect_user.is_some()),
+            int_or_null(self.expect_user.flatten()),
+            SqlValue::Int64(limit.into()),
+        ]
+    }
+
+    /// The slid idle deadline and the expiry mode and value it assumes stored (nulls: no slide).
+    fn slide_params(&self) -> (SqlValue, SqlValue, SqlValue) {
+        match &self.slide {
+            Some((deadline, expiry)) => {
+                let (mode, value) = expiry_columns(expiry.as_ref());
+                (SqlValue::Timestamp(*deadline), mode, value)
+            }
+            None => (SqlValue::Null, SqlValue::Null, SqlValue::Null),
+        }
+    }
+
     /// The parameters of [`WHY_NOT_UPDATED`].
     fn why_params(&self) -> Vec<SqlValue> {
         vec![
@@ -787,9 +866,13 @@ impl UpdatePlan {
 fn execute(plan: Plan, config: &Config, now: i64) -> Result<Session, StoreError> {
     let hash = plan.hash;
     let limit = config.max_data_bytes;
-    let rows = match &plan.kind {
-        PlanKind::Insert(insert) => run(INSERT, &insert.params(&hash, now, limit))?,
-        PlanKind::Update(update) => run(UPDATE, &update.params(&hash, now, limit))?,
+    let (statement, rows) = match &plan.kind {
+        PlanKind::Insert(insert) => (INSERT, run(INSERT, &insert.params(&hash, now, limit))?),
+        PlanKind::Update(update) if update.keys_only(&hash) => (
+            UPDATE_KEYS,
+            run(UPDATE_KEYS, &update.keys_params(now, limit))?,
+        ),
+        PlanKind::Update(update) => (UPDATE, run(UPDATE, &update.params(&hash, now, limit))?),
     };
     if rows.rows.is_empty() {
         return Err(match &plan.kind {
@@ -805,10 +888,6 @@ fn execute(plan: Plan, config: &Config, now: i64) -> Result<Session, StoreError>
             }
         });
     }
-    let statement = match &plan.kind {
-        PlanKind::Insert(_) => INSERT,
-        PlanKind::Update(_) => UPDATE,
-    };
     written(&rows, statement, plan.token, &hash)
 }
 
@@ -1366,7 +1445,7 @@ mod tests {
         }
         // The three that return a whole session return the same columns, which decoding reads by
         // position.
-        for statement in [LOAD, INSERT, UPDATE] {
+        for statement in [LOAD, INSERT, UPDATE, UPDATE_KEYS] {
             assert_eq!(statement.columns(), statements::SESSION_COLUMNS);
         }
         assert!(DELETE.columns().is_empty() && CLEANUP_BATCH.columns().is_empty());
@@ -1735,6 +1814,125 @@ mod tests {
                 save(session(true), changes, nothing_expected()),
                 NOW,
             ));
+        }
+    }
+
+    #[test]
+    fn key_changes_alone_take_the_narrow_statement() {
+        let keys = Changes {
+            set: vec![("a".to_string(), "1".to_string())],
+            removed: vec!["gone".to_string()],
+            ..no_changes()
+        };
+        let seen = Expected {
+            keys: vec![
+                ("a".to_string(), Some("0".to_string())),
+                ("missing".to_string(), None),
+            ],
+            user: Some(Some(7)),
+            ..nothing_expected()
+        };
+        let mut c = default_config();
+        c.idle_timeout = Some(600);
+        let same = token::hash(TOKEN);
+        // Merge, with keys and the user seen, and an idle deadline to slide: the narrow statement.
+        let update = update_plan(
+            plan_save(&c, save(session(true), keys.clone(), seen.clone()), NOW).unwrap(),
+        );
+        assert!(update.keys_only(&same));
+        let params = update.keys_params(NOW, 1000);
+        check_params(UPDATE_KEYS, &params);
+        assert!(matches!(&params[0], SqlValue::Bytes(b) if b[..] == same));
+        assert!(matches!(params[1], SqlValue::Timestamp(NOW)));
+        assert!(matches!(&params[2], SqlValue::TextArray(k) if k == &["gone".to_string()]));
+        assert!(matches!(&params[3], SqlValue::Json(j) if j == "{\"a\":1}"));
+        assert!(matches!(params[4], SqlValue::Timestamp(t) if t == NOW + 600 * S));
+        assert!(matches!(
+            (&params[5], &params[6]),
+            (SqlValue::Null, SqlValue::Null)
+        ));
+        assert!(matches!(params[7], SqlValue::Null));
+        assert!(matches!(&params[8], SqlValue::Json(j) if j == "{\"a\":0}"));
+        assert!(matches!(&params[9], SqlValue::TextArray(k) if k == &["missing".to_string()]));
+        assert!(matches!(
+            (&params[10], &params[11]),
+            (SqlValue::Boolean(true), SqlValue::Int64(7))
+        ));
+        assert!(matches!(params[12], SqlValue::Int64(1000)));
+        // Rotating the token needs the general statement.
+        assert!(!update.keys_only(&token::hash(OTHER)));
+        // Strict: the version, nothing else.
+        c.concurrency = Concurrency::Strict;
+        let update = update_plan(
+            plan_save(&c, save(session(true), keys.clone(), seen.clone()), NOW).unwrap(),
+        );
+        assert!(update.keys_only(&same));
+        let params = update.keys_params(NOW, 1000);
+        check_params(UPDATE_KEYS, &params);
+        assert!(matches!(params[7], SqlValue::Int64(_)));
+        assert!(params[8..10].iter().all(|p| matches!(p, SqlValue::Null)));
+        assert!(matches!(params[10], SqlValue::Boolean(false)));
+        // Last write wins: no condition, no slide without an idle timeout.
+        c.concurrency = Concurrency::LastWriteWins;
+        c.idle_timeout = None;
+        let update = update_plan(
+            plan_save(&c, save(session(true), keys.clone(), seen.clone()), NOW).unwrap(),
+        );
+        assert!(update.keys_only(&same));
+        let params = update.keys_params(NOW, 1000);
+        check_params(UPDATE_KEYS, &params);
+        assert!(params[4..10].iter().all(|p| matches!(p, SqlValue::Null)));
+        assert!(matches!(params[10], SqlValue::Boolean(false)));
+        // Anything beyond keys, or a condition the narrow statement lacks: the general one.
+        c.concurrency = Concurrency::Merge;
+        let general: [(Changes, Expected); 6] = [
+            (
+                Changes {
+                    cleared: true,
+                    ..keys.clone()
+                },
+                seen.clone(),
+            ),
+            (
+                Changes {
+                    user: Some(Some(1)),
+                    ..keys.clone()
+                },
+                seen.clone(),
+            ),
+            (
+                Changes {
+                    label: Some(Some("x".to_string())),
+                    ..keys.clone()
+                },
+                seen.clone(),
+            ),
+            (
+                Changes {
+                    expiry: Some(None),
+                    ..keys.clone()
+                },
+                seen.clone(),
+            ),
+            (
+                keys.clone(),
+                Expected {
+                    all_data: Some("{}".to_string()),
+                    ..seen.clone()
+                },
+            ),
+            (
+                keys.clone(),
+                Expected {
+                    expiry: Some(None),
+                    ..seen.clone()
+                },
+            ),
+        ];
+        for (changes, expected) in general {
+            let update =
+                update_plan(plan_save(&c, save(session(true), changes, expected), NOW).unwrap());
+            assert!(!update.keys_only(&same), "{update:?}");
         }
     }
 
@@ -2264,7 +2462,7 @@ mod tests {
         for statement in STATEMENTS {
             let rows = row_of(statement);
             let decoded = match statement {
-                LOAD | INSERT | UPDATE => {
+                LOAD | INSERT | UPDATE | UPDATE_KEYS => {
                     written(&rows, statement, TOKEN.to_string(), &token::hash(TOKEN)).map(drop)
                 }
                 TOUCH => apply_touch(&mut s, &rows),

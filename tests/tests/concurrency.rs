@@ -198,7 +198,16 @@ impl Request {
 
 /// Runs one random request: load, one to three random reads, writes, removes or clears (with random
 /// yields in between, so that other requests interleave), save.
-async fn run_request(store: &SessionStore, token: &str, rng: &mut Rng, label: String) -> Request {
+///
+/// `general`: a request that changes data also sets the session's label (which no request reads), so
+/// that its save takes the general update statement instead of the one narrowed to key changes.
+async fn run_request(
+    store: &SessionStore,
+    token: &str,
+    rng: &mut Rng,
+    label: String,
+    general: bool,
+) -> Request {
     let mut copy = store.load(token).await.expect("load");
     let loaded_version = copy.version();
     let loaded = data_of(&copy);
@@ -252,6 +261,9 @@ async fn run_request(store: &SessionStore, token: &str, rng: &mut Rng, label: St
         cleared || !written.is_empty(),
         "{label}: the model disagrees with the session about what changed"
     );
+    if general && copy.has_changes() {
+        copy.set_label(Some(label.clone()));
+    }
     let writes = written
         .iter()
         .map(|key| (key.clone(), local.get(key).cloned()))
@@ -315,8 +327,8 @@ struct Run {
     stored: (u64, Data),
 }
 
-/// Runs the random requests on a store in `concurrency` mode.
-async fn run_random_requests(concurrency: Concurrency, seed: u64) -> Run {
+/// Runs the random requests on a store in `concurrency` mode (`general`: see [`run_request`]).
+async fn run_random_requests(concurrency: Concurrency, seed: u64, general: bool) -> Run {
     let fx = Fixture::with(REUSE, move |c| c.concurrency = concurrency).await;
     let mut session = fx.store.new_session().await.unwrap();
     session.set("a", "initial a");
@@ -332,7 +344,7 @@ async fn run_random_requests(concurrency: Concurrency, seed: u64) -> Run {
                 let mut requests = Vec::new();
                 for n in 0..REQUESTS_PER_TASK {
                     let label = format!("t{task}r{n}");
-                    requests.push(run_request(&store, &token, &mut rng, label).await);
+                    requests.push(run_request(&store, &token, &mut rng, label, general).await);
                 }
                 requests
             })
@@ -441,10 +453,11 @@ fn seeds() -> Vec<u64> {
     }
 }
 
-/// Runs the random requests in `concurrency` mode for every seed and checks them against the model.
-async fn random_requests_match_the_model(concurrency: Concurrency) {
+/// Runs the random requests in `concurrency` mode for every seed and checks them against the model
+/// (`general`: see [`run_request`]).
+async fn random_requests_match_the_model(concurrency: Concurrency, general: bool) {
     for seed in seeds() {
-        let run = run_random_requests(concurrency, seed).await;
+        let run = run_random_requests(concurrency, seed, general).await;
         let found = violations(&run, concurrency);
         assert!(
             found.is_empty(),
@@ -465,23 +478,36 @@ async fn random_requests_match_the_model(concurrency: Concurrency) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_requests_under_merge_lose_no_write_and_conflict_only_on_a_touched_key() {
-    random_requests_match_the_model(Concurrency::Merge).await;
+    random_requests_match_the_model(Concurrency::Merge, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_requests_under_strict_lose_no_write_and_conflict_only_after_another_save() {
-    random_requests_match_the_model(Concurrency::Strict).await;
+    random_requests_match_the_model(Concurrency::Strict, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_requests_under_last_write_wins_never_conflict_and_apply_every_change_in_order() {
-    random_requests_match_the_model(Concurrency::LastWriteWins).await;
+    random_requests_match_the_model(Concurrency::LastWriteWins, false).await;
+}
+
+/// The same random requests with every changing save on the general update statement (the narrowed
+/// one is the default for key changes): both statements keep every mode's rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_requests_through_the_general_statement_match_the_model_in_every_mode() {
+    for concurrency in [
+        Concurrency::Merge,
+        Concurrency::Strict,
+        Concurrency::LastWriteWins,
+    ] {
+        random_requests_match_the_model(concurrency, true).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_model_check_catches_lost_updates_and_spurious_conflicts() {
     // Last write wins commits over changes to what a request read: lost updates by Merge's rules.
-    let run = run_random_requests(Concurrency::LastWriteWins, 1).await;
+    let run = run_random_requests(Concurrency::LastWriteWins, 1, false).await;
     assert!(violations(&run, Concurrency::LastWriteWins).is_empty());
     let found = violations(&run, Concurrency::Merge);
     assert!(
@@ -489,7 +515,7 @@ async fn the_model_check_catches_lost_updates_and_spurious_conflicts() {
         "{found:?}"
     );
     // Strict refuses requests whose keys nobody touched: spurious conflicts by Merge's rules.
-    let run = run_random_requests(Concurrency::Strict, 1).await;
+    let run = run_random_requests(Concurrency::Strict, 1, false).await;
     let found = violations(&run, Concurrency::Merge);
     assert!(
         found

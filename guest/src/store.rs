@@ -100,6 +100,61 @@ pub mod statements {
         };
     }
 
+    /// The idle deadline slid to the placeholder `$deadline` (never earlier than the stored one, never
+    /// past the absolute deadline) when the stored expiry mode and value are still `$mode`, `$value`;
+    /// else the stored one. The end of a `CASE` (its last `WHEN`, the `ELSE` and `END`).
+    macro_rules! slid_deadline {
+        ($deadline:literal, $mode:literal, $value:literal) => {
+            concat!(
+                "WHEN ",
+                $deadline,
+                "::timestamptz IS NOT NULL AND s.expiry_mode IS NOT DISTINCT FROM ",
+                $mode,
+                "::text AND s.expiry_value IS NOT DISTINCT FROM ",
+                $value,
+                "::bigint THEN GREATEST(s.expires_at, LEAST(",
+                $deadline,
+                "::timestamptz, COALESCE(s.absolute_expires_at, s.expires_at))) ELSE s.expires_at END"
+            )
+        };
+    }
+
+    /// The key-level conditions, each off when its placeholder is null: the version is still
+    /// `$version` (`strict`); the keys of the object `$values` still hold those values, and the keys
+    /// `$absent` are still absent (`merge`).
+    macro_rules! key_conditions {
+        ($version:literal, $values:literal, $absent:literal) => {
+            concat!(
+                "AND (",
+                $version,
+                "::bigint IS NULL OR s.version = ",
+                $version,
+                "::bigint) AND (",
+                $values,
+                "::jsonb IS NULL OR NOT EXISTS (SELECT 1 FROM jsonb_each(",
+                $values,
+                "::jsonb) AS e WHERE s.data -> e.key IS DISTINCT FROM e.value)) AND (",
+                $absent,
+                "::text[] IS NULL OR NOT (s.data ?| ",
+                $absent,
+                "::text[]))"
+            )
+        };
+    }
+
+    /// When `$check`: the user is still `$user` (`merge`).
+    macro_rules! user_condition {
+        ($check:literal, $user:literal) => {
+            concat!(
+                "AND (NOT ",
+                $check,
+                "::boolean OR s.user_id IS NOT DISTINCT FROM ",
+                $user,
+                "::bigint)"
+            )
+        };
+    }
+
     /// Loads one session by `$1` id hash.
     pub const LOAD: Statement = Statement {
         index: 0,
@@ -165,20 +220,14 @@ pub mod statements {
              expiry_mode = CASE WHEN $11::boolean THEN $12::text ELSE s.expiry_mode END, \
              expiry_value = CASE WHEN $11::boolean THEN $13::bigint ELSE s.expiry_value END, \
              expires_at = CASE \
-             WHEN $11::boolean THEN LEAST($14::timestamptz, COALESCE(s.absolute_expires_at, s.expires_at)) \
-             WHEN $15::timestamptz IS NOT NULL AND s.expiry_mode IS NOT DISTINCT FROM $16::text \
-             AND s.expiry_value IS NOT DISTINCT FROM $17::bigint \
-             THEN GREATEST(s.expires_at, LEAST($15::timestamptz, COALESCE(s.absolute_expires_at, s.expires_at))) \
-             ELSE s.expires_at END, \
-             updated_at = $3::timestamptz, version = s.version + 1 \
-             WHERE s.id_hash = $1::bytea AND s.expires_at > $3::timestamptz \
-             AND ($18::bigint IS NULL OR s.version = $18::bigint) \
-             AND ($19::jsonb IS NULL OR NOT EXISTS (SELECT 1 FROM jsonb_each($19::jsonb) AS e \
-             WHERE s.data -> e.key IS DISTINCT FROM e.value)) \
-             AND ($20::text[] IS NULL OR NOT (s.data ?| $20::text[])) \
-             AND ($21::jsonb IS NULL OR s.data = $21::jsonb) \
-             AND (NOT $22::boolean OR s.user_id IS NOT DISTINCT FROM $23::bigint) \
-             AND (NOT $24::boolean OR (s.expiry_mode IS NOT DISTINCT FROM $25::text \
+             WHEN $11::boolean THEN LEAST($14::timestamptz, COALESCE(s.absolute_expires_at, s.expires_at)) ",
+            slid_deadline!("$15", "$16", "$17"),
+            ", updated_at = $3::timestamptz, version = s.version + 1 \
+             WHERE s.id_hash = $1::bytea AND s.expires_at > $3::timestamptz ",
+            key_conditions!("$18", "$19", "$20"),
+            " AND ($21::jsonb IS NULL OR s.data = $21::jsonb) ",
+            user_condition!("$22", "$23"),
+            " AND (NOT $24::boolean OR (s.expiry_mode IS NOT DISTINCT FROM $25::text \
              AND s.expiry_value IS NOT DISTINCT FROM $26::bigint)) \
              AND octet_length((",
             merged_data!("$4", "$5", "$6"),
@@ -197,19 +246,14 @@ pub mod statements {
         name: "update-keys",
         text: concat!(
             "UPDATE wasm_sessions.sessions AS s SET data = (s.data - $3::text[]) || $4::jsonb, \
-             expires_at = CASE WHEN $5::timestamptz IS NOT NULL \
-             AND s.expiry_mode IS NOT DISTINCT FROM $6::text \
-             AND s.expiry_value IS NOT DISTINCT FROM $7::bigint \
-             THEN GREATEST(s.expires_at, LEAST($5::timestamptz, COALESCE(s.absolute_expires_at, s.expires_at))) \
-             ELSE s.expires_at END, \
-             updated_at = $2::timestamptz, version = s.version + 1 \
-             WHERE s.id_hash = $1::bytea AND s.expires_at > $2::timestamptz \
-             AND ($8::bigint IS NULL OR s.version = $8::bigint) \
-             AND ($9::jsonb IS NULL OR NOT EXISTS (SELECT 1 FROM jsonb_each($9::jsonb) AS e \
-             WHERE s.data -> e.key IS DISTINCT FROM e.value)) \
-             AND ($10::text[] IS NULL OR NOT (s.data ?| $10::text[])) \
-             AND (NOT $11::boolean OR s.user_id IS NOT DISTINCT FROM $12::bigint) \
-             AND octet_length(((s.data - $3::text[]) || $4::jsonb)::text) <= $13::bigint RETURNING ",
+             expires_at = CASE ",
+            slid_deadline!("$5", "$6", "$7"),
+            ", updated_at = $2::timestamptz, version = s.version + 1 \
+             WHERE s.id_hash = $1::bytea AND s.expires_at > $2::timestamptz ",
+            key_conditions!("$8", "$9", "$10"),
+            " ",
+            user_condition!("$11", "$12"),
+            " AND octet_length(((s.data - $3::text[]) || $4::jsonb)::text) <= $13::bigint RETURNING ",
             session_columns!()
         ),
         columns: SESSION_COLUMNS,
@@ -752,12 +796,11 @@ impl UpdatePlan {
             }
             None => (false, SqlValue::Null, SqlValue::Null, SqlValue::Null),
         };
-        let (slide, slide_mode, slide_value) = self.slide_params();
         let (expected_mode, expected_value) = match &self.expect_expiry {
             Some(expiry) => expiry_columns(expiry.as_ref()),
             None => (SqlValue::Null, SqlValue::Null),
         };
-        vec![
+        let mut params = vec![
             bytes(&self.old_hash),
             bytes(hash),
             SqlValue::Timestamp(now),
@@ -772,26 +815,22 @@ impl UpdatePlan {
             new_mode,
             new_value,
             new_deadline,
-            slide,
-            slide_mode,
-            slide_value,
-            self.version.map_or(SqlValue::Null, version_param),
-            self.expect_values
-                .clone()
-                .map_or(SqlValue::Null, SqlValue::Json),
-            self.expect_absent
-                .clone()
-                .map_or(SqlValue::Null, SqlValue::TextArray),
+        ];
+        params.extend(self.slide_params());
+        params.extend(self.key_condition_params());
+        params.push(
             self.expect_data
                 .clone()
                 .map_or(SqlValue::Null, SqlValue::Json),
-            SqlValue::Boolean(self.expect_user.is_some()),
-            int_or_null(self.expect_user.flatten()),
+        );
+        params.extend(self.user_condition_params());
+        params.extend([
             SqlValue::Boolean(self.expect_expiry.is_some()),
             expected_mode,
             expected_value,
             SqlValue::Int64(limit.into()),
-        ]
+        ]);
+        params
     }
 
     /// Whether [`UPDATE_KEYS`] can apply this plan moving the session to id hash `hash`: it changes
@@ -818,15 +857,35 @@ impl UpdatePlan {
     /// | `$11` `$12` | `merge`: check the user, the user loaded |
     /// | `$13` | the data limit in bytes of JSONB text |
     fn keys_params(&self, now: i64, limit: u32) -> Vec<SqlValue> {
-        let (slide, slide_mode, slide_value) = self.slide_params();
-        vec![
+        let mut params = vec![
             bytes(&self.old_hash),
             SqlValue::Timestamp(now),
             SqlValue::TextArray(self.removed.clone()),
             SqlValue::Json(self.set.clone()),
-            slide,
-            slide_mode,
-            slide_value,
+        ];
+        params.extend(self.slide_params());
+        params.extend(self.key_condition_params());
+        params.extend(self.user_condition_params());
+        params.push(SqlValue::Int64(limit.into()));
+        params
+    }
+
+    /// The parameters of `slid_deadline!`: the slid idle deadline and the expiry mode and value it
+    /// assumes stored (nulls: no slide).
+    fn slide_params(&self) -> [SqlValue; 3] {
+        match &self.slide {
+            Some((deadline, expiry)) => {
+                let (mode, value) = expiry_columns(expiry.as_ref());
+                [SqlValue::Timestamp(*deadline), mode, value]
+            }
+            None => [SqlValue::Null, SqlValue::Null, SqlValue::Null],
+        }
+    }
+
+    /// The parameters of `key_conditions!`: the version loaded (`strict`), keys with their values and
+    /// keys absent (`merge`); null where the mode does not check.
+    fn key_condition_params(&self) -> [SqlValue; 3] {
+        [
             self.version.map_or(SqlValue::Null, version_param),
             self.expect_values
                 .clone()
@@ -834,21 +893,15 @@ impl UpdatePlan {
             self.expect_absent
                 .clone()
                 .map_or(SqlValue::Null, SqlValue::TextArray),
-            SqlValue::Boolean(self.expect_user.is_some()),
-            int_or_null(self.expect_user.flatten()),
-            SqlValue::Int64(limit.into()),
         ]
     }
 
-    /// The slid idle deadline and the expiry mode and value it assumes stored (nulls: no slide).
-    fn slide_params(&self) -> (SqlValue, SqlValue, SqlValue) {
-        match &self.slide {
-            Some((deadline, expiry)) => {
-                let (mode, value) = expiry_columns(expiry.as_ref());
-                (SqlValue::Timestamp(*deadline), mode, value)
-            }
-            None => (SqlValue::Null, SqlValue::Null, SqlValue::Null),
-        }
+    /// The parameters of `user_condition!`: whether to check the user, and the user loaded.
+    fn user_condition_params(&self) -> [SqlValue; 2] {
+        [
+            SqlValue::Boolean(self.expect_user.is_some()),
+            int_or_null(self.expect_user.flatten()),
+        ]
     }
 
     /// The parameters of [`WHY_NOT_UPDATED`].

@@ -185,10 +185,6 @@ impl NativeStore {
                 ];
                 self.query(sql::UPDATE_KEYS, &params).await?
             } else {
-                let user = match (session.user_changed, session.user_id) {
-                    (true, Some(user)) => SqlValue::Int64(user),
-                    _ => SqlValue::Null,
-                };
                 let params = [
                     SqlValue::Bytes(hash.to_vec()),
                     SqlValue::Bytes(hash.to_vec()),
@@ -196,8 +192,8 @@ impl NativeStore {
                     SqlValue::Boolean(false),
                     SqlValue::TextArray(removed),
                     SqlValue::Json(set),
-                    SqlValue::Boolean(session.user_changed),
-                    user,
+                    SqlValue::Boolean(true),
+                    session.user_id.map_or(SqlValue::Null, SqlValue::Int64),
                     SqlValue::Boolean(false),
                     SqlValue::Null,
                     SqlValue::Boolean(false),

@@ -259,8 +259,8 @@ pub mod statements {
         columns: SESSION_COLUMNS,
     };
 
-    /// Why [`UPDATE`] or [`UPDATE_KEYS`] wrote nothing: the state of row `$1` and the size its data would have had with
-    /// the changes (`$2` cleared, `$3` keys removed, `$4` keys set).
+    /// Why [`UPDATE`] or [`UPDATE_KEYS`] wrote nothing: the state of row `$1` and the size its data
+    /// would have had with the changes (`$2` cleared, `$3` keys removed, `$4` keys set).
     pub const WHY_NOT_UPDATED: Statement = Statement {
         index: 5,
         name: "why-not-updated",

@@ -145,7 +145,7 @@ impl NativeStore {
 
     /// Writes the session in one statement: a new one is inserted whole ([`sql::INSERT`]), a saved one
     /// gets its changes ([`sql::UPDATE_KEYS`] for keys alone, else [`sql::UPDATE`]; last-write-wins: no
-    /// conditions), and the stored row comes back.
+    /// conditions, and the copy keeps its own data), and the stored row comes back.
     ///
     /// # Errors
     /// [`StoreError::InvalidId`], [`StoreError::InvalidData`], [`StoreError::Expired`],
@@ -182,6 +182,7 @@ impl NativeStore {
                     SqlValue::Boolean(false),
                     SqlValue::Null,
                     limit,
+                    SqlValue::Null,
                 ];
                 self.query(sql::UPDATE_KEYS, &params).await?
             } else {
@@ -213,6 +214,7 @@ impl NativeStore {
                     SqlValue::Null,
                     SqlValue::Null,
                     limit,
+                    SqlValue::Null,
                 ];
                 self.query(sql::UPDATE, &params).await?
             }
@@ -251,8 +253,12 @@ impl NativeStore {
                 )));
             }
         }
-        *session = session_from_row(&rows, std::mem::take(&mut session.id), &hash)?;
-        Ok(())
+        if session.is_saved {
+            apply_update_row(&rows, session)
+        } else {
+            *session = session_from_row(&rows, std::mem::take(&mut session.id), &hash)?;
+            Ok(())
+        }
     }
 
     /// Loads the session with token `id` in one statement ([`sql::LOAD`]), as the guest's `load`.
@@ -414,6 +420,62 @@ fn session_from_row(
         changed: BTreeMap::new(),
         user_changed: false,
     })
+}
+
+/// Takes what an update's only row returns (`data` null: the copy's own stands; `user_id, label,
+/// expiry_mode, expiry_value, expires_at, updated_at, version`) into the copy it wrote, as the guest does.
+fn apply_update_row(rows: &RowSet, session: &mut NativeSession) -> Result<(), StoreError> {
+    let [
+        data,
+        user_id,
+        label,
+        expiry_mode,
+        expiry_value,
+        expires_at,
+        updated_at,
+        version,
+    ] = rows
+        .rows
+        .first()
+        .and_then(|r| <&[SqlValue; 8]>::try_from(r.as_slice()).ok())
+        .ok_or_else(|| unexpected("a malformed row"))?;
+    if !matches!(
+        (expiry_mode, expiry_value),
+        (SqlValue::Null, SqlValue::Null)
+    ) {
+        return Err(unexpected("per-session expiry modes are not benchmarked"));
+    }
+    let time = |name: &str, value: &SqlValue| match value {
+        SqlValue::Timestamp(t) => Ok(*t),
+        _ => Err(unexpected(&format!("column {name} is not a timestamp"))),
+    };
+    match data {
+        SqlValue::Json(text) => {
+            session.data = serde_json::from_str(text)
+                .map_err(|e| unexpected(&format!("session data is not a JSON object: {e}")))?;
+        }
+        SqlValue::Null => {}
+        _ => return Err(unexpected("column data is not json")),
+    }
+    session.user_id = match user_id {
+        SqlValue::Int64(v) => Some(*v),
+        SqlValue::Null => None,
+        _ => return Err(unexpected("column user_id is not int64")),
+    };
+    session.label = match label {
+        SqlValue::Text(v) => Some(v.clone()),
+        SqlValue::Null => None,
+        _ => return Err(unexpected("column label is not text")),
+    };
+    session.expires_at = time("expires_at", expires_at)?;
+    session.updated_at = time("updated_at", updated_at)?;
+    session.version = match version {
+        SqlValue::Int64(v) => u64::try_from(*v).map_err(|_| unexpected("a negative version"))?,
+        _ => return Err(unexpected("column version is not int64")),
+    };
+    session.changed.clear();
+    session.user_changed = false;
+    Ok(())
 }
 
 fn unexpected(message: &str) -> StoreError {

@@ -11,6 +11,21 @@ macro_rules! session_columns {
     };
 }
 
+/// What an update returns: the stored data only when another request wrote since the copy's version
+/// (`$copy`; null: never), and the columns another request may change.
+macro_rules! updated_columns {
+    ($copy:literal) => {
+        concat!(
+            "CASE WHEN ",
+            $copy,
+            "::bigint IS NULL OR s.version = ",
+            $copy,
+            "::bigint + 1 THEN NULL ELSE s.data END AS data, s.user_id, s.label, \
+             s.expiry_mode, s.expiry_value, s.expires_at, s.updated_at, s.version"
+        )
+    };
+}
+
 /// The data after an update's changes, from the placeholders of: cleared, keys removed, keys set.
 macro_rules! merged_data {
     ($cleared:literal, $removed:literal, $set:literal) => {
@@ -61,9 +76,9 @@ pub const UPDATE: &str = concat!(
      updated_at = $3::timestamptz, version = s.version + 1 \
      WHERE s.id_hash = $1::bytea AND s.expires_at > $3::timestamptz \
      AND ($18::bigint IS NULL OR s.version = $18::bigint) \
+     AND ($20::text[] IS NULL OR NOT (s.data ?| $20::text[])) \
      AND ($19::jsonb IS NULL OR NOT EXISTS (SELECT 1 FROM jsonb_each($19::jsonb) AS e \
      WHERE s.data -> e.key IS DISTINCT FROM e.value)) \
-     AND ($20::text[] IS NULL OR NOT (s.data ?| $20::text[])) \
      AND ($21::jsonb IS NULL OR s.data = $21::jsonb) \
      AND (NOT $22::boolean OR s.user_id IS NOT DISTINCT FROM $23::bigint) \
      AND (NOT $24::boolean OR (s.expiry_mode IS NOT DISTINCT FROM $25::text \
@@ -71,7 +86,7 @@ pub const UPDATE: &str = concat!(
      AND octet_length((",
     merged_data!("$4", "$5", "$6"),
     ")::text) <= $27::bigint RETURNING ",
-    session_columns!()
+    updated_columns!("$28")
 );
 
 /// `save` of a saved session whose changes are keys alone: [`UPDATE`] narrowed to them.
@@ -85,12 +100,11 @@ pub const UPDATE_KEYS: &str = concat!(
      updated_at = $2::timestamptz, version = s.version + 1 \
      WHERE s.id_hash = $1::bytea AND s.expires_at > $2::timestamptz \
      AND ($8::bigint IS NULL OR s.version = $8::bigint) \
-     AND ($9::jsonb IS NULL OR NOT EXISTS (SELECT 1 FROM jsonb_each($9::jsonb) AS e \
-     WHERE s.data -> e.key IS DISTINCT FROM e.value)) \
      AND ($10::text[] IS NULL OR NOT (s.data ?| $10::text[])) \
+     AND ($9::jsonb IS NULL OR s.data @> $9::jsonb) \
      AND (NOT $11::boolean OR s.user_id IS NOT DISTINCT FROM $12::bigint) \
      AND octet_length(((s.data - $3::text[]) || $4::jsonb)::text) <= $13::bigint RETURNING ",
-    session_columns!()
+    updated_columns!("$14")
 );
 
 /// Every statement the native baseline sends.

@@ -84,6 +84,36 @@ pub mod statements {
         "version",
     ];
 
+    /// The columns an update returns: what another request may have changed since the copy was
+    /// written. The data comes back only when one did (the version is not `$copy` + 1, `$copy` being
+    /// the version the copy was loaded or saved at); else it is null, and the copy's own data (with its
+    /// changes) is what is stored. A null `$copy` (last-write-wins) never brings it back: the copy keeps
+    /// its own view, as a blind write does. The creation time and absolute deadline never change.
+    macro_rules! updated_columns {
+        ($copy:literal) => {
+            concat!(
+                "CASE WHEN ",
+                $copy,
+                "::bigint IS NULL OR s.version = ",
+                $copy,
+                "::bigint + 1 THEN NULL ELSE s.data END AS data, s.user_id, s.label, \
+                 s.expiry_mode, s.expiry_value, s.expires_at, s.updated_at, s.version"
+            )
+        };
+    }
+
+    /// The names of [`updated_columns!`], in order.
+    pub const UPDATED_COLUMNS: &[&str] = &[
+        "data",
+        "user_id",
+        "label",
+        "expiry_mode",
+        "expiry_value",
+        "expires_at",
+        "updated_at",
+        "version",
+    ];
+
     /// The data after an update's changes, from the placeholders of: cleared, keys removed (`text[]`),
     /// keys set (a `jsonb` object).
     macro_rules! merged_data {
@@ -120,24 +150,48 @@ pub mod statements {
     }
 
     /// The key-level conditions, each off when its placeholder is null: the version is still
-    /// `$version` (`strict`); the keys of the object `$values` still hold those values, and the keys
-    /// `$absent` are still absent (`merge`).
+    /// `$version` (`strict`); the keys `$absent` are still absent (`merge`).
     macro_rules! key_conditions {
-        ($version:literal, $values:literal, $absent:literal) => {
+        ($version:literal, $absent:literal) => {
             concat!(
                 "AND (",
                 $version,
                 "::bigint IS NULL OR s.version = ",
                 $version,
                 "::bigint) AND (",
-                $values,
-                "::jsonb IS NULL OR NOT EXISTS (SELECT 1 FROM jsonb_each(",
-                $values,
-                "::jsonb) AS e WHERE s.data -> e.key IS DISTINCT FROM e.value)) AND (",
                 $absent,
                 "::text[] IS NULL OR NOT (s.data ?| ",
                 $absent,
                 "::text[]))"
+            )
+        };
+    }
+
+    /// Unless `$values` is null (`merge`): the keys of the object `$values` still hold exactly those
+    /// values, whatever they are (objects and arrays compared whole, key by key in a subquery).
+    macro_rules! values_held {
+        ($values:literal) => {
+            concat!(
+                "AND (",
+                $values,
+                "::jsonb IS NULL OR NOT EXISTS (SELECT 1 FROM jsonb_each(",
+                $values,
+                "::jsonb) AS e WHERE s.data -> e.key IS DISTINCT FROM e.value))"
+            )
+        };
+    }
+
+    /// Unless `$values` is null (`merge`): the keys of the object `$values`, whose values are all JSON
+    /// scalars, still hold those values. Containment is equality for a scalar under a key (an array
+    /// would contain a subset), and needs no subquery.
+    macro_rules! scalars_held {
+        ($values:literal) => {
+            concat!(
+                "AND (",
+                $values,
+                "::jsonb IS NULL OR s.data @> ",
+                $values,
+                "::jsonb)"
             )
         };
     }
@@ -224,7 +278,9 @@ pub mod statements {
             slid_deadline!("$15", "$16", "$17"),
             ", updated_at = $3::timestamptz, version = s.version + 1 \
              WHERE s.id_hash = $1::bytea AND s.expires_at > $3::timestamptz ",
-            key_conditions!("$18", "$19", "$20"),
+            key_conditions!("$18", "$20"),
+            " ",
+            values_held!("$19"),
             " AND ($21::jsonb IS NULL OR s.data = $21::jsonb) ",
             user_condition!("$22", "$23"),
             " AND (NOT $24::boolean OR (s.expiry_mode IS NOT DISTINCT FROM $25::text \
@@ -232,15 +288,16 @@ pub mod statements {
              AND octet_length((",
             merged_data!("$4", "$5", "$6"),
             ")::text) <= $27::bigint RETURNING ",
-            session_columns!()
+            updated_columns!("$28")
         ),
-        columns: SESSION_COLUMNS,
+        columns: UPDATED_COLUMNS,
     };
 
     /// Applies a request's changes to stored session `$1` at time `$2` when they are key changes alone
     /// (keys `$3` removed, then `$4` set; no clear, no new user, label, expiry or token), under the
-    /// key-level conditions only: [`UPDATE`] narrowed to what most saves change, so that PostgreSQL
-    /// evaluates only these (a save's cost is mostly its statement); see `UpdatePlan::keys_params`.
+    /// key-level conditions only, the values read being scalars: [`UPDATE`] narrowed to what most saves
+    /// change, so that PostgreSQL evaluates only these, without a subquery (a save's cost is mostly its
+    /// statement); see `UpdatePlan::keys_params`.
     pub const UPDATE_KEYS: Statement = Statement {
         index: 13,
         name: "update-keys",
@@ -250,13 +307,15 @@ pub mod statements {
             slid_deadline!("$5", "$6", "$7"),
             ", updated_at = $2::timestamptz, version = s.version + 1 \
              WHERE s.id_hash = $1::bytea AND s.expires_at > $2::timestamptz ",
-            key_conditions!("$8", "$9", "$10"),
+            key_conditions!("$8", "$10"),
+            " ",
+            scalars_held!("$9"),
             " ",
             user_condition!("$11", "$12"),
             " AND octet_length(((s.data - $3::text[]) || $4::jsonb)::text) <= $13::bigint RETURNING ",
-            session_columns!()
+            updated_columns!("$14")
         ),
-        columns: SESSION_COLUMNS,
+        columns: UPDATED_COLUMNS,
     };
 
     /// Why [`UPDATE`] or [`UPDATE_KEYS`] wrote nothing: the state of row `$1` and the size its data
@@ -559,7 +618,10 @@ pub fn commit(
         Some(hash) => run(DELETE, &[bytes(&hash)])?.rows_affected > 0,
         None => false,
     };
-    let session = plan.map(|plan| execute(plan, config, now)).transpose()?;
+    let (session, data_stored) = match plan.map(|plan| execute(plan, config, now)).transpose()? {
+        Some((session, data_stored)) => (Some(session), data_stored),
+        None => (None, false),
+    };
     let set_cookie = match &session {
         Some(written) => Some(cookie::set_cookie(config, written, now)?),
         None if delete.is_some() => Some(cookie::removal_cookie(config)),
@@ -567,6 +629,7 @@ pub fn commit(
     };
     Ok(CommitOutcome {
         session,
+        data_stored,
         deleted,
         set_cookie,
     })
@@ -632,6 +695,24 @@ struct UpdatePlan {
     expect_user: Option<Option<i64>>,
     /// `merge`: the expiry mode as loaded.
     expect_expiry: Option<Option<Expiry>>,
+    /// `merge`: whether a value in `expect_values` is an object or an array (which only [`UPDATE`]
+    /// compares exactly).
+    expect_containers: bool,
+    /// The version the copy was loaded or saved at, when the stored data is to come back if another
+    /// request wrote since (null under last-write-wins: the copy keeps its own data).
+    copy_version: Option<u64>,
+    /// The copy's data (with its changes) and its fixed times: what the written session is made of
+    /// where the update does not return them.
+    copy: WrittenCopy,
+}
+
+/// What a saved copy already knows of itself: its data after its changes (JSON object text, as the host
+/// sent it), its creation time and absolute deadline (which no update changes).
+#[derive(Debug, Default)]
+struct WrittenCopy {
+    data: String,
+    created_at: i64,
+    absolute_expires_at: i64,
 }
 
 /// Checks a save request and plans its one statement. Nothing is drawn or sent here.
@@ -702,6 +783,12 @@ fn plan_save(config: &Config, save: SaveRequest, now: i64) -> Result<Plan, Store
                 .map(|deadline| (deadline, s.expiry)),
         };
         let mut plan = UpdatePlan {
+            copy_version: (config.concurrency != Concurrency::LastWriteWins).then_some(s.version),
+            copy: WrittenCopy {
+                data: s.data,
+                created_at: s.created_at,
+                absolute_expires_at: s.absolute_expires_at,
+            },
             old_hash,
             cleared: changes.cleared,
             removed: changes.removed,
@@ -725,6 +812,9 @@ fn plan_save(config: &Config, save: SaveRequest, now: i64) -> Result<Plan, Store
                         }
                     }
                 }
+                plan.expect_containers = present
+                    .iter()
+                    .any(|(_, value)| value.trim_start().starts_with(['{', '[']));
                 if !present.is_empty() {
                     plan.expect_values = Some(data::object(present, "an expected value")?);
                 }
@@ -788,6 +878,7 @@ impl UpdatePlan {
     /// | `$22` `$23` | `merge`: check the user, the user loaded |
     /// | `$24` .. `$26` | `merge`: check the expiry, the mode and value loaded |
     /// | `$27` | the data limit in bytes of JSONB text |
+    /// | `$28` | the copy's version, when the data is to come back if another request wrote since |
     fn params(&self, hash: &[u8; 32], now: i64, limit: u32) -> Vec<SqlValue> {
         let (expiry_changed, new_mode, new_value, new_deadline) = match &self.expiry {
             Some((expiry, deadline)) => {
@@ -829,12 +920,14 @@ impl UpdatePlan {
             expected_mode,
             expected_value,
             SqlValue::Int64(limit.into()),
+            self.copy_version_param(),
         ]);
         params
     }
 
     /// Whether [`UPDATE_KEYS`] can apply this plan moving the session to id hash `hash`: it changes
-    /// keys alone, keeps the token, and its conditions are at most the version and keys' values.
+    /// keys alone, keeps the token, and its conditions are at most the version, keys' scalar values,
+    /// keys' absence and the user.
     fn keys_only(&self, hash: &[u8; 32]) -> bool {
         !self.cleared
             && self.user.is_none()
@@ -842,6 +935,7 @@ impl UpdatePlan {
             && self.expiry.is_none()
             && self.expect_data.is_none()
             && self.expect_expiry.is_none()
+            && !self.expect_containers
             && self.old_hash == *hash
     }
 
@@ -856,6 +950,7 @@ impl UpdatePlan {
     /// | `$9` `$10` | `merge`: keys with their values, keys absent (null: no check) |
     /// | `$11` `$12` | `merge`: check the user, the user loaded |
     /// | `$13` | the data limit in bytes of JSONB text |
+    /// | `$14` | the copy's version, when the data is to come back if another request wrote since |
     fn keys_params(&self, now: i64, limit: u32) -> Vec<SqlValue> {
         let mut params = vec![
             bytes(&self.old_hash),
@@ -866,8 +961,14 @@ impl UpdatePlan {
         params.extend(self.slide_params());
         params.extend(self.key_condition_params());
         params.extend(self.user_condition_params());
-        params.push(SqlValue::Int64(limit.into()));
+        params.extend([SqlValue::Int64(limit.into()), self.copy_version_param()]);
         params
+    }
+
+    /// The parameter of `updated_columns!`: the copy's version, or null when its data is not to come
+    /// back.
+    fn copy_version_param(&self) -> SqlValue {
+        self.copy_version.map_or(SqlValue::Null, version_param)
     }
 
     /// The parameters of `slid_deadline!`: the slid idle deadline and the expiry mode and value it
@@ -915,8 +1016,9 @@ impl UpdatePlan {
     }
 }
 
-/// Sends a planned write: one statement, and one more only when it wrote nothing, to say why.
-fn execute(plan: Plan, config: &Config, now: i64) -> Result<Session, StoreError> {
+/// Sends a planned write: one statement, and one more only when it wrote nothing, to say why. Returns
+/// the written session and whether its data is the stored data (else the copy's own, unread).
+fn execute(plan: Plan, config: &Config, now: i64) -> Result<(Session, bool), StoreError> {
     let hash = plan.hash;
     let limit = config.max_data_bytes;
     let (statement, rows) = match &plan.kind {
@@ -941,17 +1043,27 @@ fn execute(plan: Plan, config: &Config, now: i64) -> Result<Session, StoreError>
             }
         });
     }
-    written(&rows, statement, plan.token, &hash)
+    let copy = match plan.kind {
+        PlanKind::Insert(_) => None,
+        PlanKind::Update(update) => Some(update.copy),
+    };
+    written(&rows, statement, plan.token, &hash, copy)
 }
 
-/// The session the `RETURNING` row of write `statement` describes, under `token`.
+/// The session the `RETURNING` row of write `statement` describes, under `token`: an insert's whole
+/// row, or an update's row over the `copy` it wrote; and whether its data is the stored data.
 fn written(
     rows: &RowSet,
     statement: Statement,
     token: String,
     hash: &[u8; 32],
-) -> Result<Session, StoreError> {
-    session_from_row(&single(rows, statement)?, token, hash)
+    copy: Option<WrittenCopy>,
+) -> Result<(Session, bool), StoreError> {
+    let row = single(rows, statement)?;
+    match copy {
+        None => Ok((session_from_row(&row, token, hash)?, true)),
+        Some(copy) => session_from_update_row(&row, token, hash, copy),
+    }
 }
 
 /// What [`WHY_NOT_INSERTED`] says: the token is taken (`conflict`), else the data is over the limit.
@@ -1125,6 +1237,49 @@ fn session_from_row(row: &Row<'_>, id: String, hash: &[u8; 32]) -> Result<Sessio
     })
 }
 
+/// The session an update's row of [`UPDATED_COLUMNS`](statements::UPDATED_COLUMNS) describes, under
+/// token `id` whose SHA-256 is `hash`: the stored data when the row returns it (another request wrote
+/// meanwhile), else the copy's own, and the copy's fixed times; and whether the data is the stored one.
+fn session_from_update_row(
+    row: &Row<'_>,
+    id: String,
+    hash: &[u8; 32],
+    copy: WrittenCopy,
+) -> Result<(Session, bool), StoreError> {
+    // By position, in the order of `UPDATED_COLUMNS`.
+    let [
+        data,
+        user_id,
+        label,
+        expiry_mode,
+        expiry_value,
+        expires_at,
+        updated_at,
+        version,
+    ] = row.cells()?;
+    let expiry = expiry_from_columns(
+        expiry_mode.optional_text()?.as_deref(),
+        expiry_value.optional_int()?,
+    )?;
+    let stored = data.optional_json()?;
+    let data_stored = stored.is_some();
+    let session = Session {
+        handle: token::handle_from_hash(hash),
+        id,
+        data: stored.unwrap_or(copy.data),
+        user_id: user_id.optional_int()?,
+        label: label.optional_text()?,
+        expiry,
+        created_at: copy.created_at,
+        expires_at: expires_at.timestamp()?,
+        absolute_expires_at: copy.absolute_expires_at,
+        updated_at: updated_at.timestamp()?,
+        version: version.count()?,
+        is_saved: true,
+    };
+    Ok((session, data_stored))
+}
+
 /// The only row `statement` returned.
 fn single(rows: &RowSet, statement: Statement) -> Result<Row<'_>, StoreError> {
     if rows.rows.len() != 1 {
@@ -1274,6 +1429,15 @@ impl Cell<'_> {
         match self.value {
             SqlValue::Json(text) => Ok(text.clone()),
             _ => Err(self.wrong("json")),
+        }
+    }
+
+    /// A nullable `json` column, as its text.
+    fn optional_json(self) -> Result<Option<String>, StoreError> {
+        match self.value {
+            SqlValue::Json(text) => Ok(Some(text.clone())),
+            SqlValue::Null => Ok(None),
+            _ => Err(self.wrong("json or null")),
         }
     }
 
@@ -1496,10 +1660,13 @@ mod tests {
                 statement.name()
             );
         }
-        // The three that return a whole session return the same columns, which decoding reads by
-        // position.
-        for statement in [LOAD, INSERT, UPDATE, UPDATE_KEYS] {
+        // The two that return a whole session return the same columns, and so do the two updates,
+        // which decoding reads by position.
+        for statement in [LOAD, INSERT] {
             assert_eq!(statement.columns(), statements::SESSION_COLUMNS);
+        }
+        for statement in [UPDATE, UPDATE_KEYS] {
+            assert_eq!(statement.columns(), statements::UPDATED_COLUMNS);
         }
         assert!(DELETE.columns().is_empty() && CLEANUP_BATCH.columns().is_empty());
     }
@@ -1912,6 +2079,8 @@ mod tests {
             (SqlValue::Boolean(true), SqlValue::Int64(7))
         ));
         assert!(matches!(params[12], SqlValue::Int64(1000)));
+        // The stored data comes back if another request wrote after version 3, the copy's.
+        assert!(matches!(params[13], SqlValue::Int64(3)));
         // Rotating the token needs the general statement.
         assert!(!update.keys_only(&token::hash(OTHER)));
         // Strict: the version, nothing else.
@@ -1936,9 +2105,21 @@ mod tests {
         check_params(UPDATE_KEYS, &params);
         assert!(params[4..10].iter().all(|p| matches!(p, SqlValue::Null)));
         assert!(matches!(params[10], SqlValue::Boolean(false)));
+        // ... and the copy keeps its own data: none comes back.
+        assert!(matches!(params[13], SqlValue::Null));
+        let params = update.params(&same, NOW, 1000);
+        check_params(UPDATE, &params);
+        assert!(matches!(params[27], SqlValue::Null));
         // Anything beyond keys, or a condition the narrow statement lacks: the general one.
         c.concurrency = Concurrency::Merge;
-        let general: [(Changes, Expected); 6] = [
+        let read_whole = |value: &str| Expected {
+            keys: vec![("a".to_string(), Some(value.to_string()))],
+            ..seen.clone()
+        };
+        let general: [(Changes, Expected); 8] = [
+            // A value read that is an object or an array is compared whole, which containment does not.
+            (keys.clone(), read_whole(" {\"n\": 1}")),
+            (keys.clone(), read_whole("[1, 2]")),
             (
                 Changes {
                     cleared: true,
@@ -2390,11 +2571,12 @@ mod tests {
         assert_eq!(
             unexpected_message(written(
                 &row(values),
-                UPDATE,
+                INSERT,
                 TOKEN.to_string(),
-                &token::hash(TOKEN)
+                &token::hash(TOKEN),
+                None
             )),
-            "update: column 6 (created_at) is null, expected timestamp"
+            "insert: column 6 (created_at) is null, expected timestamp"
         );
     }
 
@@ -2457,7 +2639,8 @@ mod tests {
                 &rows(vec![]),
                 INSERT,
                 TOKEN.to_string(),
-                &token::hash(TOKEN)
+                &token::hash(TOKEN),
+                None
             )),
             "insert returned 0 rows, expected 1"
         );
@@ -2467,7 +2650,8 @@ mod tests {
                 &two,
                 UPDATE,
                 TOKEN.to_string(),
-                &token::hash(TOKEN)
+                &token::hash(TOKEN),
+                Some(WrittenCopy::default())
             )),
             "update returned 2 rows, expected 1"
         );
@@ -2476,7 +2660,8 @@ mod tests {
                 &row(good_row()),
                 INSERT,
                 TOKEN.to_string(),
-                &token::hash(TOKEN)
+                &token::hash(TOKEN),
+                None
             )
             .is_ok()
         );
@@ -2515,9 +2700,22 @@ mod tests {
         for statement in STATEMENTS {
             let rows = row_of(statement);
             let decoded = match statement {
-                LOAD | INSERT | UPDATE | UPDATE_KEYS => {
-                    written(&rows, statement, TOKEN.to_string(), &token::hash(TOKEN)).map(drop)
-                }
+                LOAD | INSERT => written(
+                    &rows,
+                    statement,
+                    TOKEN.to_string(),
+                    &token::hash(TOKEN),
+                    None,
+                )
+                .map(drop),
+                UPDATE | UPDATE_KEYS => written(
+                    &rows,
+                    statement,
+                    TOKEN.to_string(),
+                    &token::hash(TOKEN),
+                    Some(WrittenCopy::default()),
+                )
+                .map(drop),
                 TOUCH => apply_touch(&mut s, &rows),
                 WHY_NOT_INSERTED => why_not_inserted(&rows, 100).map(drop),
                 WHY_NOT_UPDATED => why_not_updated(&rows, NOW, 100).map(drop),
@@ -2530,6 +2728,72 @@ mod tests {
             };
             assert!(decoded.is_ok(), "{}: {decoded:?}", statement.name());
         }
+    }
+
+    #[test]
+    fn an_update_returns_the_stored_data_only_when_another_request_wrote() {
+        let copy = || WrittenCopy {
+            data: "{\"mine\":1}".to_string(),
+            created_at: 11,
+            absolute_expires_at: 99,
+        };
+        let updated = |data: SqlValue| {
+            rows(vec![vec![
+                data,
+                SqlValue::Int64(7),
+                SqlValue::Null,
+                SqlValue::Null,
+                SqlValue::Null,
+                SqlValue::Timestamp(50),
+                SqlValue::Timestamp(40),
+                SqlValue::Int64(4),
+            ]])
+        };
+        let hash = token::hash(TOKEN);
+        // Nobody else wrote: the copy's data, with the row's user, deadline, time and version.
+        let (s, stored) = written(
+            &updated(SqlValue::Null),
+            UPDATE_KEYS,
+            TOKEN.to_string(),
+            &hash,
+            Some(copy()),
+        )
+        .unwrap();
+        assert!(!stored);
+        assert_eq!(s.data, "{\"mine\":1}");
+        assert_eq!((s.user_id, s.version, s.is_saved), (Some(7), 4, true));
+        assert_eq!(
+            (
+                s.created_at,
+                s.expires_at,
+                s.absolute_expires_at,
+                s.updated_at
+            ),
+            (11, 50, 99, 40)
+        );
+        assert_eq!(s.handle, token::handle(TOKEN));
+        // Someone did: the merged data as stored.
+        let (s, stored) = written(
+            &updated(SqlValue::Json("{\"mine\": 1, \"theirs\": 2}".to_string())),
+            UPDATE,
+            TOKEN.to_string(),
+            &hash,
+            Some(copy()),
+        )
+        .unwrap();
+        assert!(stored);
+        assert_eq!(s.data, "{\"mine\": 1, \"theirs\": 2}");
+        // Anything else in the data column is unexpected.
+        assert_eq!(
+            unexpected_message(written(
+                &updated(SqlValue::Text("{}".to_string())),
+                UPDATE,
+                TOKEN.to_string(),
+                &hash,
+                Some(copy()),
+            )),
+            "update: column 1 (data) is text, expected json or null"
+        );
     }
 
     #[test]

@@ -64,8 +64,17 @@ pub(crate) fn expiry_from_wit(e: wit::Expiry) -> Expiry {
 }
 
 pub(crate) fn session_from_wit(s: wit::Session) -> Result<Session, StoreError> {
-    Ok(Session {
-        data: data_from_wit(&s.data)?,
+    let data = data_from_wit(&s.data)?;
+    Ok(session_from_wit_with_data(s, data))
+}
+
+/// `s` with `data` as its data (`s.data` unread: the copy's own, which the host already holds).
+pub(crate) fn session_from_wit_with_data(
+    s: wit::Session,
+    data: BTreeMap<String, Value>,
+) -> Session {
+    Session {
+        data,
         id: s.id,
         handle: s.handle,
         user_id: s.user_id,
@@ -78,7 +87,7 @@ pub(crate) fn session_from_wit(s: wit::Session) -> Result<Session, StoreError> {
         version: s.version,
         is_saved: s.is_saved,
         tracking: Tracking::default(),
-    })
+    }
 }
 
 pub(crate) fn session_to_wit(s: &Session) -> wit::Session {

@@ -19,7 +19,8 @@ use crate::bindings::{SessionStore as GuestWorld, SessionStorePre};
 use crate::clock::{Clock, SystemClock};
 use crate::convert::{
     config_from_wit, config_to_wit, expiry_to_wit, micros_from_time, save_request,
-    session_from_wit, session_to_wit, store_error_from_wit, user_session_from_wit,
+    session_from_wit, session_from_wit_with_data, session_to_wit, store_error_from_wit,
+    user_session_from_wit,
 };
 use crate::driver::{SqlDriver, is_data_statement};
 use crate::entropy::{EntropySource, OsEntropy};
@@ -862,8 +863,16 @@ impl SessionStore {
         };
         let outcome = call_guest!(self, "commit", call_commit(config, &request))?
             .map_err(store_error_from_wit)?;
+        // An update's data comes back only when another request's changes were merged in; otherwise
+        // what is stored is this copy's own data, which the request carried as a placeholder.
+        let written = match (outcome.session, save) {
+            (Some(written), Some((copy, _))) if !outcome.data_stored => {
+                Some(session_from_wit_with_data(written, copy.data.clone()))
+            }
+            (written, _) => written.map(session_from_wit).transpose()?,
+        };
         Ok(CommitOutcome {
-            session: outcome.session.map(session_from_wit).transpose()?,
+            session: written,
             #[cfg(feature = "tower")]
             set_cookie: outcome.set_cookie,
         })

@@ -435,7 +435,8 @@ pub enum Concurrency {
     /// [`StoreError::Conflict`].
     Strict,
     /// No check: this copy's changes are applied over whatever is stored; a concurrent change to the
-    /// same key is lost.
+    /// same key is lost. The save does not read other requests' keys back: the copy keeps its own data,
+    /// as a blind write does (the stored user, label, expiry and version do come back).
     LastWriteWins,
 }
 

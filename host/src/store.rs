@@ -878,8 +878,11 @@ impl SessionStore {
         })
     }
 
-    /// Writes what this copy changed in one statement, then refreshes it from the stored row (which
-    /// includes changes other requests merged meanwhile). A new session is inserted whole.
+    /// Writes what this copy changed in one statement, then refreshes it from the stored row: the stored
+    /// data comes back only when another request wrote since this copy was loaded or saved (its changes
+    /// merged in; never under [`Concurrency::LastWriteWins`](crate::Concurrency::LastWriteWins), where
+    /// the copy keeps its own data), else the copy's own is what is stored. A new session is inserted
+    /// whole.
     ///
     /// # Errors
     /// [`StoreError::InvalidId`], [`StoreError::InvalidData`] (NUL characters, over the size limit),

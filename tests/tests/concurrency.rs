@@ -92,10 +92,7 @@ async fn merge_compares_every_value_read_whole_whatever_its_type() {
         writer.insert(key, changed.clone()).unwrap();
         fx.store.save(&mut writer).await.unwrap();
         assert!(
-            matches!(
-                fx.store.save(&mut reader).await,
-                Err(StoreError::Conflict)
-            ),
+            matches!(fx.store.save(&mut reader).await, Err(StoreError::Conflict)),
             "{key}: read as {seen:?}, changed to {changed}"
         );
         // Put it back for the next case.

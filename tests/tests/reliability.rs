@@ -293,6 +293,14 @@ async fn last_write_wins_applies_each_delta_without_conditions() {
     first.set("k", "mine");
     first.set("x", "1");
     fx.store.save(&mut first).await.unwrap();
+    // The copy keeps its own data, as a blind write does (the other request's key is not read back);
+    // the row's user, deadlines and version come back.
+    assert_eq!(first.get_str("y"), None);
+    assert_eq!(
+        (first.get_str("k"), first.get_str("x")),
+        (Some("mine"), Some("1"))
+    );
+    assert_eq!((first.user_id(), first.version()), (Some(9), 3));
     let stored = fx.store.load(&token).await.unwrap();
     assert_eq!(
         stored.get_str("k"),

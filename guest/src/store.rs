@@ -654,7 +654,7 @@ enum PlanKind {
     /// A new session, inserted whole.
     Insert(InsertPlan),
     /// A saved session, updated by its changes.
-    Update(UpdatePlan),
+    Update(Box<UpdatePlan>),
 }
 
 /// The values of an [`INSERT`].
@@ -832,7 +832,7 @@ fn plan_save(config: &Config, save: SaveRequest, now: i64) -> Result<Plan, Store
             Concurrency::Strict => plan.version = Some(s.version),
             Concurrency::LastWriteWins => {}
         }
-        PlanKind::Update(plan)
+        PlanKind::Update(Box::new(plan))
     };
     Ok(Plan {
         token: s.id,
@@ -1804,7 +1804,7 @@ mod tests {
 
     fn update_plan(plan: Plan) -> UpdatePlan {
         match plan.kind {
-            PlanKind::Update(update) => update,
+            PlanKind::Update(update) => *update,
             PlanKind::Insert(_) => panic!("an insert"),
         }
     }

@@ -347,7 +347,8 @@ export class Store {
 
   /**
    * Writes what `session` changed in one statement and refreshes it in place (with what other requests
-   * merged meanwhile); a new session is inserted whole. Returns the session.
+   * merged meanwhile; under last-write-wins it keeps its own data); a new session is inserted whole.
+   * Returns the session.
    */
   async save(session) {
     return this.#write(session, false);

@@ -1197,8 +1197,8 @@ pub fn delete_user_sessions_except(user_id: i64, keep_id: &str) -> Result<u64, S
 // ---------------------------------------------------------------------------------------------------
 // Decoding
 
-/// The session a row of [`SESSION_COLUMNS`](statements::SESSION_COLUMNS) describes (of `load`, the
-/// insert or the update), under token `id` whose SHA-256 is `hash` (the caller hashed it already: one
+/// The session a row of [`SESSION_COLUMNS`](statements::SESSION_COLUMNS) describes (of `load` or the
+/// insert), under token `id` whose SHA-256 is `hash` (the caller hashed it already: one
 /// SHA-256 per operation). The data is the database's JSONB text, passed through unparsed.
 fn session_from_row(row: &Row<'_>, id: String, hash: &[u8; 32]) -> Result<Session, StoreError> {
     // By position, in the order of `SESSION_COLUMNS`.

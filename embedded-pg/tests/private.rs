@@ -25,10 +25,11 @@ use role::{DEFAULT_RUNTIME_ROLE, RuntimeRole};
 use tokio_postgres::Client;
 
 /// The schema as the host's migrations build it (the host crate applies them with refinery).
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     include_str!("../../migrations/V1__create_sessions.sql"),
     include_str!("../../migrations/V2__concurrency_and_idle_timeout.sql"),
     include_str!("../../migrations/V3__schema_label_expiry.sql"),
+    include_str!("../../migrations/V4__column_rules_as_domains.sql"),
 ];
 
 /// A temporary directory the cluster's user can pass through (as root that is `postgres`, and a fresh

@@ -89,6 +89,66 @@ async fn a_unique_violation_carries_its_sqlstate() {
     );
 }
 
+/// The schema's own rules hold whatever a client with the runtime role's rights writes: an id hash of
+/// 32 bytes, data that is a JSON object, one of the three expiry modes, an idle deadline within the
+/// absolute one (or no absolute deadline), on insert and on update alike (V4 moved the single-column
+/// rules into domains; each case breaks one rule of a row that is otherwise valid).
+#[tokio::test]
+async fn the_schema_refuses_rows_that_break_its_rules() {
+    let db = TestDb::new().await;
+    let driver = db.driver();
+    let insert = |id: &str, data: &str, mode: &str, expires: &str, absolute: &str| {
+        format!(
+            "INSERT INTO wasm_sessions.sessions (id_hash, data, expiry_mode, expires_at, \
+             absolute_expires_at) VALUES ({id}, {data}, {mode}, {expires}, {absolute})"
+        )
+    };
+    let id = "sha256('a'::bytea)";
+    let (soon, later) = ("now()", "now() + interval '1 hour'");
+    let refused = [
+        insert("'\\x00'::bytea", "'{}'", "NULL", soon, later),
+        insert(id, "'[]'", "NULL", soon, later),
+        insert(id, "'\"text\"'", "NULL", soon, later),
+        insert(id, "'{}'", "'never'", soon, later),
+        insert(id, "'{}'", "NULL", later, soon),
+        "UPDATE wasm_sessions.sessions SET id_hash = '\\x01'::bytea".to_owned(),
+        "UPDATE wasm_sessions.sessions SET data = '[1]'".to_owned(),
+        "UPDATE wasm_sessions.sessions SET data = data - 'k' || '1'::jsonb".to_owned(),
+        "UPDATE wasm_sessions.sessions SET expiry_mode = 'At'".to_owned(),
+        "UPDATE wasm_sessions.sessions SET expires_at = absolute_expires_at + interval '1 second' \
+         WHERE absolute_expires_at IS NOT NULL"
+            .to_owned(),
+    ];
+    // The valid rows these break: with and without an absolute deadline, with each expiry mode.
+    for (n, mode) in ["'on-inactivity'", "'at'", "'on-session-end'", "NULL"]
+        .into_iter()
+        .enumerate()
+    {
+        let id = format!("sha256('{n}'::bytea)");
+        let absolute = if n == 3 { "NULL" } else { later };
+        let rows = driver
+            .query(&insert(&id, "'{\"k\": 1}'", mode, soon, absolute), &[])
+            .await
+            .unwrap();
+        assert_eq!(rows.rows_affected, 1);
+    }
+    for statement in refused {
+        let err = driver.query(&statement, &[]).await.unwrap_err();
+        assert!(
+            matches!(&err, SqlError::ConstraintViolation { sqlstate, .. } if sqlstate == "23514"),
+            "{statement}: {err:?}"
+        );
+    }
+    let rows = driver
+        .query(
+            "SELECT count(*) AS n FROM wasm_sessions.sessions WHERE data = '{\"k\": 1}'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.rows[0], [SqlValue::Int64(4)]);
+}
+
 #[tokio::test]
 async fn invalid_sql_is_a_query_failure() {
     let db = TestDb::new().await;

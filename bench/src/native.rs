@@ -144,8 +144,8 @@ impl NativeStore {
     }
 
     /// Writes the session in one statement: a new one is inserted whole ([`sql::INSERT`]), a saved one
-    /// gets its changes ([`sql::UPDATE_KEYS`] for keys alone, else [`sql::UPDATE`]; last-write-wins: no
-    /// conditions, and the copy keeps its own data), and the stored row comes back.
+    /// gets its changes ([`sql::UPDATE_KEYS_UNCONDITIONAL`] for keys alone, else [`sql::UPDATE`];
+    /// last-write-wins: no conditions, and the copy keeps its own data), and the stored row comes back.
     ///
     /// # Errors
     /// [`StoreError::InvalidId`], [`StoreError::InvalidData`], [`StoreError::Expired`],
@@ -176,15 +176,9 @@ impl NativeStore {
                     SqlValue::Null,
                     SqlValue::Null,
                     SqlValue::Null,
-                    SqlValue::Null,
-                    SqlValue::Null,
-                    SqlValue::Null,
-                    SqlValue::Boolean(false),
-                    SqlValue::Null,
                     limit,
-                    SqlValue::Null,
                 ];
-                self.query(sql::UPDATE_KEYS, &params).await?
+                self.query(sql::UPDATE_KEYS_UNCONDITIONAL, &params).await?
             } else {
                 let params = [
                     SqlValue::Bytes(hash.to_vec()),

@@ -107,5 +107,20 @@ pub const UPDATE_KEYS: &str = concat!(
     updated_columns!("$14")
 );
 
+/// `save` of a saved session whose changes are keys alone, under no condition (last-write-wins):
+/// [`UPDATE_KEYS`] without its conditions; the data never comes back.
+pub const UPDATE_KEYS_UNCONDITIONAL: &str = "UPDATE wasm_sessions.sessions AS s \
+     SET data = (s.data - $3::text[]) || $4::jsonb, \
+     expires_at = CASE WHEN $5::timestamptz IS NOT NULL \
+     AND s.expiry_mode IS NOT DISTINCT FROM $6::text \
+     AND s.expiry_value IS NOT DISTINCT FROM $7::bigint \
+     THEN GREATEST(s.expires_at, LEAST($5::timestamptz, COALESCE(s.absolute_expires_at, s.expires_at))) \
+     ELSE s.expires_at END, \
+     updated_at = $2::timestamptz, version = s.version + 1 \
+     WHERE s.id_hash = $1::bytea AND s.expires_at > $2::timestamptz \
+     AND octet_length(((s.data - $3::text[]) || $4::jsonb)::text) <= $8::bigint \
+     RETURNING NULL::jsonb AS data, s.user_id, s.label, s.expiry_mode, s.expiry_value, s.expires_at, \
+     s.updated_at, s.version";
+
 /// Every statement the native baseline sends.
-pub const USED: [&str; 4] = [LOAD, INSERT, UPDATE, UPDATE_KEYS];
+pub const USED: [&str; 5] = [LOAD, INSERT, UPDATE, UPDATE_KEYS, UPDATE_KEYS_UNCONDITIONAL];

@@ -101,7 +101,7 @@ async fn the_component_sends_the_bench_statements() {
 
     session.set("k", "w");
     store.save(&mut session).await.unwrap();
-    assert_eq!(driver.take_statements(), [sql::UPDATE_KEYS]);
+    assert_eq!(driver.take_statements(), [sql::UPDATE_KEYS_UNCONDITIONAL]);
 
     session.set_user(7);
     store.save(&mut session).await.unwrap();

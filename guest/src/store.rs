@@ -14,8 +14,8 @@ use crate::{data, session, token};
 
 use statements::{
     CLEANUP_BATCH, COUNT_EXPIRED, DELETE, DELETE_USER_SESSIONS, DELETE_USER_SESSIONS_EXCEPT,
-    INSERT, LOAD, REVOKE, STATEMENTS, Statement, TOUCH, UPDATE, UPDATE_KEYS, USER_SESSIONS,
-    WHY_NOT_INSERTED, WHY_NOT_UPDATED,
+    INSERT, LOAD, REVOKE, STATEMENTS, Statement, TOUCH, UPDATE, UPDATE_KEYS,
+    UPDATE_KEYS_UNCONDITIONAL, USER_SESSIONS, WHY_NOT_INSERTED, WHY_NOT_UPDATED,
 };
 
 /// The largest `limit` `cleanup-batch` accepts: one statement never locks more rows than this.
@@ -96,9 +96,16 @@ pub mod statements {
                 $copy,
                 "::bigint IS NULL OR s.version = ",
                 $copy,
-                "::bigint + 1 THEN NULL ELSE s.data END AS data, s.user_id, s.label, \
-                 s.expiry_mode, s.expiry_value, s.expires_at, s.updated_at, s.version"
+                "::bigint + 1 THEN NULL ELSE s.data END AS data, ",
+                updated_tail!()
             )
+        };
+    }
+
+    /// [`updated_columns!`] after the data: what an update may change besides it.
+    macro_rules! updated_tail {
+        () => {
+            "s.user_id, s.label, s.expiry_mode, s.expiry_value, s.expires_at, s.updated_at, s.version"
         };
     }
 
@@ -318,7 +325,28 @@ pub mod statements {
         columns: UPDATED_COLUMNS,
     };
 
-    /// Why [`UPDATE`] or [`UPDATE_KEYS`] wrote nothing: the state of row `$1` and the size its data
+    /// [`UPDATE_KEYS`] without conditions, for a save that has none (`last-write-wins`): applies keys
+    /// `$3` removed, then `$4` set, to stored session `$1` at time `$2`, sliding the idle deadline
+    /// (`$5` .. `$7`) and holding the merged data to `$8` bytes of JSONB text, as `update-keys` does.
+    /// The data never comes back (the copy keeps its own view): its column is null, so that the row
+    /// reads as [`UPDATED_COLUMNS`]. See `UpdatePlan::unconditional_params`.
+    pub const UPDATE_KEYS_UNCONDITIONAL: Statement = Statement {
+        index: 14,
+        name: "update-keys-unconditional",
+        text: concat!(
+            "UPDATE wasm_sessions.sessions AS s SET data = (s.data - $3::text[]) || $4::jsonb, \
+             expires_at = CASE ",
+            slid_deadline!("$5", "$6", "$7"),
+            ", updated_at = $2::timestamptz, version = s.version + 1 \
+             WHERE s.id_hash = $1::bytea AND s.expires_at > $2::timestamptz \
+             AND octet_length(((s.data - $3::text[]) || $4::jsonb)::text) <= $8::bigint \
+             RETURNING NULL::jsonb AS data, ",
+            updated_tail!()
+        ),
+        columns: UPDATED_COLUMNS,
+    };
+
+    /// Why [`UPDATE`], [`UPDATE_KEYS`] or [`UPDATE_KEYS_UNCONDITIONAL`] wrote nothing: the state of row `$1` and the size its data
     /// would have had with the changes (`$2` cleared, `$3` keys removed, `$4` keys set).
     pub const WHY_NOT_UPDATED: Statement = Statement {
         index: 5,
@@ -399,7 +427,7 @@ pub mod statements {
     };
 
     /// Every statement above: what `statements()` declares, in index order.
-    pub const STATEMENTS: [Statement; 14] = [
+    pub const STATEMENTS: [Statement; 15] = [
         LOAD,
         TOUCH,
         INSERT,
@@ -414,6 +442,7 @@ pub mod statements {
         DELETE_USER_SESSIONS,
         DELETE_USER_SESSIONS_EXCEPT,
         UPDATE_KEYS,
+        UPDATE_KEYS_UNCONDITIONAL,
     ];
 }
 
@@ -965,6 +994,31 @@ impl UpdatePlan {
         params
     }
 
+    /// Whether this plan has no condition at all (`last-write-wins`: no version, no values or absent
+    /// keys, no user to check, no data to bring back), so that [`UPDATE_KEYS_UNCONDITIONAL`] applies it
+    /// when it is also [`keys_only`](Self::keys_only).
+    fn unconditional(&self) -> bool {
+        self.version.is_none()
+            && self.expect_values.is_none()
+            && self.expect_absent.is_none()
+            && self.expect_user.is_none()
+            && self.copy_version.is_none()
+    }
+
+    /// The parameters of [`UPDATE_KEYS_UNCONDITIONAL`] at `now`: [`keys_params`](Self::keys_params)
+    /// without the conditions' (`$1` .. `$7` as there, `$8` the data limit).
+    fn unconditional_params(&self, now: i64, limit: u32) -> Vec<SqlValue> {
+        let mut params = vec![
+            bytes(&self.old_hash),
+            SqlValue::Timestamp(now),
+            SqlValue::TextArray(self.removed.clone()),
+            SqlValue::Json(self.set.clone()),
+        ];
+        params.extend(self.slide_params());
+        params.push(SqlValue::Int64(limit.into()));
+        params
+    }
+
     /// The parameter of `updated_columns!`: the copy's version, or null when its data is not to come
     /// back.
     fn copy_version_param(&self) -> SqlValue {
@@ -1023,6 +1077,13 @@ fn execute(plan: Plan, config: &Config, now: i64) -> Result<(Session, bool), Sto
     let limit = config.max_data_bytes;
     let (statement, rows) = match &plan.kind {
         PlanKind::Insert(insert) => (INSERT, run(INSERT, &insert.params(&hash, now, limit))?),
+        PlanKind::Update(update) if update.keys_only(&hash) && update.unconditional() => (
+            UPDATE_KEYS_UNCONDITIONAL,
+            run(
+                UPDATE_KEYS_UNCONDITIONAL,
+                &update.unconditional_params(now, limit),
+            )?,
+        ),
         PlanKind::Update(update) if update.keys_only(&hash) => (
             UPDATE_KEYS,
             run(UPDATE_KEYS, &update.keys_params(now, limit))?,
@@ -1660,12 +1721,12 @@ mod tests {
                 statement.name()
             );
         }
-        // The two that return a whole session return the same columns, and so do the two updates,
+        // The two that return a whole session return the same columns, and so do the three updates,
         // which decoding reads by position.
         for statement in [LOAD, INSERT] {
             assert_eq!(statement.columns(), statements::SESSION_COLUMNS);
         }
-        for statement in [UPDATE, UPDATE_KEYS] {
+        for statement in [UPDATE, UPDATE_KEYS, UPDATE_KEYS_UNCONDITIONAL] {
             assert_eq!(statement.columns(), statements::UPDATED_COLUMNS);
         }
         assert!(DELETE.columns().is_empty() && CLEANUP_BATCH.columns().is_empty());
@@ -2081,6 +2142,7 @@ mod tests {
         assert!(matches!(params[12], SqlValue::Int64(1000)));
         // The stored data comes back if another request wrote after version 3, the copy's.
         assert!(matches!(params[13], SqlValue::Int64(3)));
+        assert!(!update.unconditional());
         // Rotating the token needs the general statement.
         assert!(!update.keys_only(&token::hash(OTHER)));
         // Strict: the version, nothing else.
@@ -2094,6 +2156,18 @@ mod tests {
         assert!(matches!(params[7], SqlValue::Int64(_)));
         assert!(params[8..10].iter().all(|p| matches!(p, SqlValue::Null)));
         assert!(matches!(params[10], SqlValue::Boolean(false)));
+        assert!(!update.unconditional());
+        // Merge with nothing read still brings the data back when another request wrote.
+        c.concurrency = Concurrency::Merge;
+        let update = update_plan(
+            plan_save(
+                &c,
+                save(session(true), keys.clone(), nothing_expected()),
+                NOW,
+            )
+            .unwrap(),
+        );
+        assert!(update.keys_only(&same) && !update.unconditional());
         // Last write wins: no condition, no slide without an idle timeout.
         c.concurrency = Concurrency::LastWriteWins;
         c.idle_timeout = None;
@@ -2107,6 +2181,29 @@ mod tests {
         assert!(matches!(params[10], SqlValue::Boolean(false)));
         // ... and the copy keeps its own data: none comes back.
         assert!(matches!(params[13], SqlValue::Null));
+        // So it takes the statement without conditions: the same first seven parameters, the limit.
+        assert!(update.unconditional());
+        let unconditional = update.unconditional_params(NOW, 1000);
+        check_params(UPDATE_KEYS_UNCONDITIONAL, &unconditional);
+        assert_eq!(
+            format!("{:?}", &unconditional[..7]),
+            format!("{:?}", &params[..7])
+        );
+        assert!(matches!(unconditional[7], SqlValue::Int64(1000)));
+        // With an idle timeout it slides, as the conditional statement does.
+        c.idle_timeout = Some(600);
+        let sliding = update_plan(
+            plan_save(&c, save(session(true), keys.clone(), seen.clone()), NOW).unwrap(),
+        );
+        assert!(sliding.unconditional());
+        let unconditional = sliding.unconditional_params(NOW, 1000);
+        assert!(matches!(unconditional[4], SqlValue::Timestamp(t) if t == NOW + 600 * S));
+        let conditional = sliding.keys_params(NOW, 1000);
+        assert_eq!(
+            format!("{:?}", &unconditional[..7]),
+            format!("{:?}", &conditional[..7])
+        );
+        c.idle_timeout = None;
         let params = update.params(&same, NOW, 1000);
         check_params(UPDATE, &params);
         assert!(matches!(params[27], SqlValue::Null));
@@ -2708,7 +2805,7 @@ mod tests {
                     None,
                 )
                 .map(drop),
-                UPDATE | UPDATE_KEYS => written(
+                UPDATE | UPDATE_KEYS | UPDATE_KEYS_UNCONDITIONAL => written(
                     &rows,
                     statement,
                     TOKEN.to_string(),

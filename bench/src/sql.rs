@@ -89,26 +89,8 @@ pub const UPDATE: &str = concat!(
     updated_columns!("$28")
 );
 
-/// `save` of a saved session whose changes are keys alone: [`UPDATE`] narrowed to them.
-pub const UPDATE_KEYS: &str = concat!(
-    "UPDATE wasm_sessions.sessions AS s SET data = (s.data - $3::text[]) || $4::jsonb, \
-     expires_at = CASE WHEN $5::timestamptz IS NOT NULL \
-     AND s.expiry_mode IS NOT DISTINCT FROM $6::text \
-     AND s.expiry_value IS NOT DISTINCT FROM $7::bigint \
-     THEN GREATEST(s.expires_at, LEAST($5::timestamptz, COALESCE(s.absolute_expires_at, s.expires_at))) \
-     ELSE s.expires_at END, \
-     updated_at = $2::timestamptz, version = s.version + 1 \
-     WHERE s.id_hash = $1::bytea AND s.expires_at > $2::timestamptz \
-     AND ($8::bigint IS NULL OR s.version = $8::bigint) \
-     AND ($10::text[] IS NULL OR NOT (s.data ?| $10::text[])) \
-     AND ($9::jsonb IS NULL OR s.data @> $9::jsonb) \
-     AND (NOT $11::boolean OR s.user_id IS NOT DISTINCT FROM $12::bigint) \
-     AND octet_length(((s.data - $3::text[]) || $4::jsonb)::text) <= $13::bigint RETURNING ",
-    updated_columns!("$14")
-);
-
-/// `save` of a saved session whose changes are keys alone, under no condition (last-write-wins):
-/// [`UPDATE_KEYS`] without its conditions; the data never comes back.
+/// `save` of a saved session whose changes are keys alone, under no condition (the benchmark's
+/// last-write-wins): the guest's `update-keys` without its conditions; the data never comes back.
 pub const UPDATE_KEYS_UNCONDITIONAL: &str = "UPDATE wasm_sessions.sessions AS s \
      SET data = (s.data - $3::text[]) || $4::jsonb, \
      expires_at = CASE WHEN $5::timestamptz IS NOT NULL \
@@ -123,4 +105,4 @@ pub const UPDATE_KEYS_UNCONDITIONAL: &str = "UPDATE wasm_sessions.sessions AS s 
      s.updated_at, s.version";
 
 /// Every statement the native baseline sends.
-pub const USED: [&str; 5] = [LOAD, INSERT, UPDATE, UPDATE_KEYS, UPDATE_KEYS_UNCONDITIONAL];
+pub const USED: [&str; 4] = [LOAD, INSERT, UPDATE, UPDATE_KEYS_UNCONDITIONAL];

@@ -203,6 +203,31 @@ pub mod statements {
         };
     }
 
+    /// The start of the key-change updates, through the expiry check: keys `$3` removed, then `$4` set,
+    /// on stored session `$1` at time `$2`, the idle deadline slid (`$5` .. `$7`). Ends with a space.
+    macro_rules! keys_update_head {
+        () => {
+            concat!(
+                "UPDATE wasm_sessions.sessions AS s SET data = (s.data - $3::text[]) || $4::jsonb, \
+                 expires_at = CASE ",
+                slid_deadline!("$5", "$6", "$7"),
+                ", updated_at = $2::timestamptz, version = s.version + 1 \
+                 WHERE s.id_hash = $1::bytea AND s.expires_at > $2::timestamptz "
+            )
+        };
+    }
+
+    /// The key-change updates' limit: the merged data is at most `$limit` bytes of JSONB text.
+    macro_rules! keys_merged_within {
+        ($limit:literal) => {
+            concat!(
+                "AND octet_length(((s.data - $3::text[]) || $4::jsonb)::text) <= ",
+                $limit,
+                "::bigint"
+            )
+        };
+    }
+
     /// When `$check`: the user is still `$user` (`merge`).
     macro_rules! user_condition {
         ($check:literal, $user:literal) => {
@@ -309,17 +334,15 @@ pub mod statements {
         index: 13,
         name: "update-keys",
         text: concat!(
-            "UPDATE wasm_sessions.sessions AS s SET data = (s.data - $3::text[]) || $4::jsonb, \
-             expires_at = CASE ",
-            slid_deadline!("$5", "$6", "$7"),
-            ", updated_at = $2::timestamptz, version = s.version + 1 \
-             WHERE s.id_hash = $1::bytea AND s.expires_at > $2::timestamptz ",
+            keys_update_head!(),
             key_conditions!("$8", "$10"),
             " ",
             scalars_held!("$9"),
             " ",
             user_condition!("$11", "$12"),
-            " AND octet_length(((s.data - $3::text[]) || $4::jsonb)::text) <= $13::bigint RETURNING ",
+            " ",
+            keys_merged_within!("$13"),
+            " RETURNING ",
             updated_columns!("$14")
         ),
         columns: UPDATED_COLUMNS,
@@ -334,13 +357,9 @@ pub mod statements {
         index: 14,
         name: "update-keys-unconditional",
         text: concat!(
-            "UPDATE wasm_sessions.sessions AS s SET data = (s.data - $3::text[]) || $4::jsonb, \
-             expires_at = CASE ",
-            slid_deadline!("$5", "$6", "$7"),
-            ", updated_at = $2::timestamptz, version = s.version + 1 \
-             WHERE s.id_hash = $1::bytea AND s.expires_at > $2::timestamptz \
-             AND octet_length(((s.data - $3::text[]) || $4::jsonb)::text) <= $8::bigint \
-             RETURNING NULL::jsonb AS data, ",
+            keys_update_head!(),
+            keys_merged_within!("$8"),
+            " RETURNING NULL::jsonb AS data, ",
             updated_tail!()
         ),
         columns: UPDATED_COLUMNS,
@@ -981,13 +1000,7 @@ impl UpdatePlan {
     /// | `$13` | the data limit in bytes of JSONB text |
     /// | `$14` | the copy's version, when the data is to come back if another request wrote since |
     fn keys_params(&self, now: i64, limit: u32) -> Vec<SqlValue> {
-        let mut params = vec![
-            bytes(&self.old_hash),
-            SqlValue::Timestamp(now),
-            SqlValue::TextArray(self.removed.clone()),
-            SqlValue::Json(self.set.clone()),
-        ];
-        params.extend(self.slide_params());
+        let mut params = self.keys_head_params(now);
         params.extend(self.key_condition_params());
         params.extend(self.user_condition_params());
         params.extend([SqlValue::Int64(limit.into()), self.copy_version_param()]);
@@ -1008,6 +1021,14 @@ impl UpdatePlan {
     /// The parameters of [`UPDATE_KEYS_UNCONDITIONAL`] at `now`: [`keys_params`](Self::keys_params)
     /// without the conditions' (`$1` .. `$7` as there, `$8` the data limit).
     fn unconditional_params(&self, now: i64, limit: u32) -> Vec<SqlValue> {
+        let mut params = self.keys_head_params(now);
+        params.push(SqlValue::Int64(limit.into()));
+        params
+    }
+
+    /// The parameters of `keys_update_head!` at `now` (`$1` .. `$7` of both key-change updates): id
+    /// hash, now, keys removed, keys set, and the slide's.
+    fn keys_head_params(&self, now: i64) -> Vec<SqlValue> {
         let mut params = vec![
             bytes(&self.old_hash),
             SqlValue::Timestamp(now),
@@ -1015,7 +1036,6 @@ impl UpdatePlan {
             SqlValue::Json(self.set.clone()),
         ];
         params.extend(self.slide_params());
-        params.push(SqlValue::Int64(limit.into()));
         params
     }
 

@@ -365,8 +365,9 @@ pub mod statements {
         columns: UPDATED_COLUMNS,
     };
 
-    /// Why [`UPDATE`], [`UPDATE_KEYS`] or [`UPDATE_KEYS_UNCONDITIONAL`] wrote nothing: the state of row `$1` and the size its data
-    /// would have had with the changes (`$2` cleared, `$3` keys removed, `$4` keys set).
+    /// Why [`UPDATE`], [`UPDATE_KEYS`] or [`UPDATE_KEYS_UNCONDITIONAL`] wrote nothing: the state of row
+    /// `$1` and the size its data would have had with the changes (`$2` cleared, `$3` keys removed,
+    /// `$4` keys set).
     pub const WHY_NOT_UPDATED: Statement = Statement {
         index: 5,
         name: "why-not-updated",
